@@ -1,0 +1,85 @@
+//! The HTTP API: one module per resource, merged here, with the middleware
+//! applied once (body limit, panic catcher, request metrics, tracing).
+
+pub mod audit;
+pub mod auth;
+pub mod console;
+pub mod error;
+pub mod keys;
+pub mod openapi;
+pub mod ops;
+pub mod signing_keys;
+pub mod well_known;
+
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::app::AppState;
+use error::ApiError;
+
+/// Largest request body accepted (contract §3).
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// Builds the whole application; the binary and the tests both call this.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .merge(keys::router())
+        .merge(audit::router())
+        .merge(signing_keys::router())
+        .merge(well_known::router())
+        .merge(ops::router())
+        .merge(openapi::router())
+        .merge(console::router())
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            record_request,
+        ))
+        .layer(CatchPanicLayer::custom(|_| {
+            ApiError::Internal("a request handler panicked".into()).into_response()
+        }))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::NotFound("no such route; see /openapi.json".into())
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
+}
+
+/// Counts requests by route template and status, and times them.
+async fn record_request(State(_state): State<AppState>, request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let method = request.method().as_str().to_owned();
+    let started = Instant::now();
+    let response = next.run(request).await;
+    let status = response.status();
+    metrics::counter!("latchkey_http_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => status.as_u16().to_string()).increment(1);
+    metrics::histogram!("latchkey_http_request_duration_seconds", "method" => method, "route" => route)
+        .record(started.elapsed().as_secs_f64());
+    if status == StatusCode::PAYLOAD_TOO_LARGE
+        && response
+            .headers()
+            .get(axum::http::header::CONTENT_TYPE)
+            .is_none_or(|v| v != error::PROBLEM_JSON)
+    {
+        return ApiError::PayloadTooLarge.into_response();
+    }
+    response
+}

@@ -1,0 +1,78 @@
+//! `/openapi.json`: the OpenAPI 3.1 document, generated from the handlers'
+//! annotations so it cannot drift from the routes.
+
+use axum::Router;
+use axum::http::{HeaderValue, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use crate::app::AppState;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "latchkey", description = "Issues signed JWT access keys and publishes what verifiers need to check them offline."),
+    paths(
+        crate::http::keys::create_key,
+        crate::http::keys::list_keys,
+        crate::http::keys::get_key,
+        crate::http::keys::update_key,
+        crate::http::keys::renew_key,
+        crate::http::keys::suspend_key,
+        crate::http::keys::resume_key,
+        crate::http::keys::revoke_key,
+        crate::http::audit::list_audit,
+        crate::http::signing_keys::list_signing_keys,
+        crate::http::well_known::jwks,
+        crate::http::well_known::metadata,
+        crate::http::ops::healthz,
+        crate::http::ops::metrics,
+    ),
+    modifiers(&BearerAuth),
+    tags(
+        (name = "keys", description = "Access keys"),
+        (name = "audit", description = "The tamper-evident audit log"),
+        (name = "signing-keys", description = "Signing keys"),
+        (name = "public", description = "Documents for verifiers"),
+        (name = "operations", description = "Health and metrics"),
+    )
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
+        );
+    }
+}
+
+pub fn router() -> Router<AppState> {
+    let body = ApiDoc::openapi().to_json().unwrap_or_else(|_| "{}".into());
+    Router::new().route(
+        "/openapi.json",
+        get(move || {
+            let body = body.clone();
+            async move {
+                (
+                    [(
+                        header::CONTENT_TYPE,
+                        HeaderValue::from_static("application/json"),
+                    )],
+                    body,
+                )
+                    .into_response()
+            }
+        }),
+    )
+}

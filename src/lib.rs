@@ -1,0 +1,20 @@
+//! latchkey: issues signed JWT access keys and publishes what downstream
+//! services need to verify them offline (a JWKS and a Token Status List).
+//!
+//! The binary (`src/main.rs`) only parses the command line; everything else
+//! lives here so that tests drive the same code.
+
+pub mod app;
+pub mod audit;
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod durability;
+pub mod http;
+pub mod keyring;
+pub mod metrics;
+pub mod registry;
+pub mod server;
+pub mod service;
+pub mod signing;
+pub mod validation;

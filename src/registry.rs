@@ -1,0 +1,849 @@
+//! The key registry: key records, the unique-name index, token status slots
+//! and the audit log, all in one sled database.
+//!
+//! Every mutation is one sled transaction that changes the record, the
+//! statuses of its tokens and appends the audit entry together, so a crash
+//! leaves either all of it or none. Mutations are serialised by one writer
+//! lock (held only for in-memory work, never across an fsync), which makes
+//! the unique-name check race-free; durability comes afterwards from the
+//! shared [`FlushGroup`], so concurrent writers share one fsync.
+//!
+//! Time is always a parameter, so expiry logic is tested with fixed clocks.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use latchkey_verifier::{AccessClaims, Audience, Role, StatusClaim, StatusListRef, TokenStatus};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use sled::Transactional;
+use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
+use time::OffsetDateTime;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::audit::{self, Actor, AuditEntry, ChainHead, NewEntry};
+use crate::durability::{FlushError, FlushGroup};
+use crate::signing::SigningKey;
+use crate::validation::{FieldError, NewKeyRequest, ValidNewKey};
+
+const META_STATUS_NEXT: &[u8] = b"status_next";
+const META_LIST_CAPACITY: &[u8] = b"status_list_capacity";
+/// How often a key's `last_used_at` is written at most.
+pub const LAST_USED_RESOLUTION_SECS: i64 = 60;
+
+/// The lasting state of a key; `expired` is derived from the clock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyState {
+    Active,
+    Suspended,
+    Revoked,
+}
+
+/// What a key looks like to a client at a given time (contract §2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyStatus {
+    Active,
+    Suspended,
+    Revoked,
+    Expired,
+}
+
+impl KeyStatus {
+    pub fn parse(s: &str) -> Option<KeyStatus> {
+        match s {
+            "active" => Some(KeyStatus::Active),
+            "suspended" => Some(KeyStatus::Suspended),
+            "revoked" => Some(KeyStatus::Revoked),
+            "expired" => Some(KeyStatus::Expired),
+            _ => None,
+        }
+    }
+}
+
+/// One token minted for a key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenSlot {
+    pub jti: String,
+    /// Global status slot: list = slot / capacity, idx = slot % capacity.
+    pub slot: u64,
+    pub issued_at: i64,
+    pub expires_at: i64,
+    pub signing_kid: String,
+    /// Revoked on its own (renew with `revoke_previous`), whatever the key's state.
+    #[serde(default)]
+    pub revoked: bool,
+}
+
+/// A key as stored. Never contains a token.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KeyRecord {
+    pub id: String,
+    pub name: String,
+    pub description: String,
+    pub roles: Vec<Role>,
+    pub accounts: Option<Vec<String>>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    pub created_by: Actor,
+    #[serde(with = "time::serde::rfc3339")]
+    pub expires_at: OffsetDateTime,
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub last_used_at: Option<OffsetDateTime>,
+    pub state: KeyState,
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub revoked_at: Option<OffsetDateTime>,
+    pub signing_kid: String,
+    pub tokens: Vec<TokenSlot>,
+}
+
+impl KeyRecord {
+    pub fn status(&self, now: OffsetDateTime) -> KeyStatus {
+        match self.state {
+            KeyState::Revoked => KeyStatus::Revoked,
+            _ if self.expires_at <= now => KeyStatus::Expired,
+            KeyState::Suspended => KeyStatus::Suspended,
+            KeyState::Active => KeyStatus::Active,
+        }
+    }
+
+    /// The status bit a token of this key should carry.
+    fn token_status(&self, token: &TokenSlot) -> TokenStatus {
+        if token.revoked || self.state == KeyState::Revoked {
+            TokenStatus::Invalid
+        } else if self.state == KeyState::Suspended {
+            TokenStatus::Suspended
+        } else {
+            TokenStatus::Valid
+        }
+    }
+}
+
+/// One status bit that a mutation changed; pushed to subscribers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StatusChange {
+    pub slot: u64,
+    pub status: TokenStatus,
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum RegistryError {
+    #[error("no key with that id")]
+    NotFound,
+    #[error(
+        "a key named {0:?} already exists (names are unique, ignoring letter case, revoked keys included)"
+    )]
+    NameTaken(String),
+    #[error("the key is revoked; revocation is permanent")]
+    AlreadyRevoked,
+    #[error("{0}")]
+    InvalidState(String),
+    #[error("validation failed")]
+    Validation(Vec<FieldError>),
+    #[error("storage error: {0}")]
+    Internal(String),
+    #[error(transparent)]
+    Flush(#[from] FlushError),
+}
+
+impl From<sled::Error> for RegistryError {
+    fn from(e: sled::Error) -> Self {
+        RegistryError::Internal(e.to_string())
+    }
+}
+
+impl From<TransactionError<RegistryError>> for RegistryError {
+    fn from(e: TransactionError<RegistryError>) -> Self {
+        match e {
+            TransactionError::Abort(e) => e,
+            TransactionError::Storage(e) => RegistryError::Internal(e.to_string()),
+        }
+    }
+}
+
+type TxResult<T> = Result<T, ConflictableTransactionError<RegistryError>>;
+
+fn abort<T>(e: RegistryError) -> TxResult<T> {
+    Err(ConflictableTransactionError::Abort(e))
+}
+
+fn encode<T: Serialize>(value: &T) -> TxResult<Vec<u8>> {
+    serde_json::to_vec(value)
+        .map_err(|e| ConflictableTransactionError::Abort(RegistryError::Internal(e.to_string())))
+}
+
+/// What the issuer signs into every token.
+#[derive(Debug, Clone)]
+pub struct IssuanceSettings {
+    pub issuer: String,
+    pub audience: Audience,
+    pub max_expiry_days: u32,
+}
+
+impl IssuanceSettings {
+    /// The URL of status list `list`.
+    pub fn status_list_uri(&self, list: u64) -> String {
+        format!("{}/v1/status/{list}", self.issuer.trim_end_matches('/'))
+    }
+}
+
+/// A freshly minted token: returned once, never stored.
+pub struct Minted {
+    pub record: KeyRecord,
+    pub token: String,
+}
+
+impl std::fmt::Debug for Minted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Minted")
+            .field("record", &self.record)
+            .field("token", &"<redacted>")
+            .finish()
+    }
+}
+
+/// A page of keys.
+#[derive(Debug)]
+pub struct KeyPage {
+    pub items: Vec<KeyRecord>,
+    pub next_cursor: Option<String>,
+}
+
+/// Filters for listing keys.
+#[derive(Debug, Default, Clone)]
+pub struct KeyFilter {
+    pub status: Option<KeyStatus>,
+    /// Case-insensitive substring of the name or description.
+    pub query: Option<String>,
+}
+
+struct WriterState {
+    audit_head: ChainHead,
+}
+
+/// The key registry over an open sled database.
+pub struct Registry {
+    db: sled::Db,
+    keys: sled::Tree,
+    names: sled::Tree,
+    tokens: sled::Tree,
+    statuses: sled::Tree,
+    audit: sled::Tree,
+    meta: sled::Tree,
+    signing_keys: sled::Tree,
+    writer: Mutex<WriterState>,
+    next_slot: AtomicU64,
+    list_capacity: u64,
+    last_used_written: Mutex<HashMap<String, i64>>,
+    flush: FlushGroup,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry").finish_non_exhaustive()
+    }
+}
+
+/// Opens the sled database in `dir`, explaining the common failure of
+/// another process (a running server) holding it.
+pub fn open_db(dir: &std::path::Path) -> Result<sled::Db, String> {
+    std::fs::create_dir_all(dir)
+        .map_err(|e| format!("cannot create data directory {}: {e}", dir.display()))?;
+    sled::Config::new()
+        .path(dir.join("db"))
+        .flush_every_ms(Some(1000))
+        .open()
+        .map_err(|e| {
+            let text = e.to_string();
+            if text.contains("lock") || text.contains("WouldBlock") || text.contains("temporarily unavailable") {
+                format!(
+                    "the database in {} is in use by another process (is `latchkey serve` running? stop it first)",
+                    dir.display()
+                )
+            } else {
+                format!("cannot open the database in {}: {text}", dir.display())
+            }
+        })
+}
+
+impl Registry {
+    /// Opens the registry's trees. Must run inside a tokio runtime (it starts the flusher).
+    pub fn open(db: sled::Db, default_list_capacity: u64) -> Result<Registry, RegistryError> {
+        let meta = db.open_tree("meta")?;
+        let list_capacity = match meta.get(META_LIST_CAPACITY)? {
+            Some(bytes) => read_u64(&bytes)?,
+            None => {
+                meta.insert(META_LIST_CAPACITY, &default_list_capacity.to_be_bytes())?;
+                default_list_capacity
+            }
+        };
+        let next_slot = match meta.get(META_STATUS_NEXT)? {
+            Some(bytes) => read_u64(&bytes)?,
+            None => 0,
+        };
+        let audit_head = audit::read_head(&meta).map_err(RegistryError::Internal)?;
+        Ok(Registry {
+            keys: db.open_tree("keys")?,
+            names: db.open_tree("names")?,
+            tokens: db.open_tree("tokens")?,
+            statuses: db.open_tree("statuses")?,
+            audit: db.open_tree("audit")?,
+            signing_keys: db.open_tree("signing_keys")?,
+            meta,
+            writer: Mutex::new(WriterState { audit_head }),
+            next_slot: AtomicU64::new(next_slot),
+            list_capacity,
+            last_used_written: Mutex::new(HashMap::new()),
+            flush: FlushGroup::start(db.clone()),
+            db,
+        })
+    }
+
+    pub fn db(&self) -> &sled::Db {
+        &self.db
+    }
+
+    pub fn signing_keys_tree(&self) -> &sled::Tree {
+        &self.signing_keys
+    }
+
+    pub fn audit_tree(&self) -> &sled::Tree {
+        &self.audit
+    }
+
+    pub fn meta_tree(&self) -> &sled::Tree {
+        &self.meta
+    }
+
+    /// Entries per status list.
+    pub fn list_capacity(&self) -> u64 {
+        self.list_capacity
+    }
+
+    /// Slots handed out so far (the next slot to allocate).
+    pub fn allocated_slots(&self) -> u64 {
+        self.next_slot.load(Ordering::SeqCst)
+    }
+
+    /// Where `slot` lives: (list number, index in the list).
+    pub fn locate(&self, slot: u64) -> (u64, u64) {
+        (slot / self.list_capacity, slot % self.list_capacity)
+    }
+
+    /// Waits until every change made so far is on disk.
+    pub async fn flush(&self) -> Result<(), FlushError> {
+        self.flush.flush().await
+    }
+
+    fn lock_writer(&self) -> Result<std::sync::MutexGuard<'_, WriterState>, RegistryError> {
+        self.writer
+            .lock()
+            .map_err(|_| RegistryError::Internal("writer lock poisoned".into()))
+    }
+
+    fn mint_token(
+        &self,
+        record: &KeyRecord,
+        signing_key: &SigningKey,
+        settings: &IssuanceSettings,
+        now: OffsetDateTime,
+        expires_at: OffsetDateTime,
+    ) -> Result<(TokenSlot, String), RegistryError> {
+        let slot = self.next_slot.fetch_add(1, Ordering::SeqCst);
+        let (list, idx) = self.locate(slot);
+        let jti = Uuid::now_v7().to_string();
+        let claims = AccessClaims {
+            iss: settings.issuer.clone(),
+            sub: record.id.clone(),
+            client_id: record.id.clone(),
+            aud: settings.audience.clone(),
+            iat: now.unix_timestamp(),
+            nbf: now.unix_timestamp(),
+            exp: expires_at.unix_timestamp(),
+            jti: jti.clone(),
+            name: record.name.clone(),
+            roles: record.roles.clone(),
+            accounts: record.accounts.clone(),
+            status: StatusClaim {
+                status_list: StatusListRef {
+                    idx,
+                    uri: settings.status_list_uri(list),
+                },
+            },
+        };
+        let token = signing_key
+            .mint(&claims)
+            .map_err(|e| RegistryError::Internal(e.to_string()))?;
+        metrics::counter!("latchkey_keys_minted_total").increment(1);
+        Ok((
+            TokenSlot {
+                jti,
+                slot,
+                issued_at: now.unix_timestamp(),
+                expires_at: expires_at.unix_timestamp(),
+                signing_kid: signing_key.kid().to_owned(),
+                revoked: false,
+            },
+            token,
+        ))
+    }
+
+    /// Runs one mutation: the closure writes through the transactional trees
+    /// and returns its result plus the audit entry; the entry is chained and
+    /// appended in the same transaction.
+    fn transact<T>(
+        &self,
+        now: OffsetDateTime,
+        body: impl Fn(&Trees<'_>) -> TxResult<(T, NewEntry)>,
+    ) -> Result<T, RegistryError> {
+        let mut writer = self.lock_writer()?;
+        let head = writer.audit_head.clone();
+        let next_slot = self.next_slot.load(Ordering::SeqCst);
+        let (value, entry) = (
+            &self.keys,
+            &self.names,
+            &self.tokens,
+            &self.statuses,
+            &self.audit,
+            &self.meta,
+        )
+            .transaction(|(keys, names, tokens, statuses, audit_tree, meta)| {
+                let trees = Trees {
+                    keys,
+                    names,
+                    tokens,
+                    statuses,
+                };
+                let (value, new_entry) = body(&trees)?;
+                let entry = audit::next_entry(&head, new_entry, now);
+                audit::append_in_tx(audit_tree, meta, &entry)?;
+                meta.insert(META_STATUS_NEXT, &next_slot.to_be_bytes())?;
+                Ok((value, entry))
+            })?;
+        writer.audit_head = ChainHead {
+            seq: entry.seq,
+            hash: entry.hash,
+        };
+        Ok(value)
+    }
+
+    /// Creates a key and mints its first token. `signing_key` is the active key.
+    pub async fn create(
+        &self,
+        actor: &Actor,
+        request: &NewKeyRequest,
+        signing_key: &SigningKey,
+        settings: &IssuanceSettings,
+        now: OffsetDateTime,
+    ) -> Result<Minted, RegistryError> {
+        let valid: ValidNewKey = request
+            .validate(settings.max_expiry_days, now)
+            .map_err(RegistryError::Validation)?;
+        let minted = self.create_valid(actor, valid, signing_key, settings, now)?;
+        self.flush().await?;
+        Ok(minted)
+    }
+
+    /// The synchronous part of [`Registry::create`], for offline commands
+    /// that flush themselves.
+    pub fn create_valid(
+        &self,
+        actor: &Actor,
+        valid: ValidNewKey,
+        signing_key: &SigningKey,
+        settings: &IssuanceSettings,
+        now: OffsetDateTime,
+    ) -> Result<Minted, RegistryError> {
+        let mut record = KeyRecord {
+            id: Uuid::now_v7().to_string(),
+            name: valid.name,
+            description: valid.description,
+            roles: valid.roles,
+            accounts: valid.accounts,
+            created_at: now,
+            created_by: actor.clone(),
+            expires_at: valid.expires_at,
+            last_used_at: None,
+            state: KeyState::Active,
+            revoked_at: None,
+            signing_kid: signing_key.kid().to_owned(),
+            tokens: Vec::new(),
+        };
+        let (slot, token) =
+            self.mint_token(&record, signing_key, settings, now, record.expires_at)?;
+        record.tokens.push(slot.clone());
+        let folded = fold_name(&record.name);
+        let record_bytes =
+            serde_json::to_vec(&record).map_err(|e| RegistryError::Internal(e.to_string()))?;
+        let entry = NewEntry {
+            actor: actor.clone(),
+            action: "key.create",
+            target: Some(record.id.clone()),
+            details: json!({
+                "name": record.name,
+                "roles": record.roles,
+                "accounts": record.accounts,
+                "expires_at": rfc3339(record.expires_at),
+                "jti": slot.jti,
+            }),
+        };
+        self.transact(now, |t| {
+            if t.names.get(folded.as_bytes())?.is_some() {
+                return abort(RegistryError::NameTaken(record.name.clone()));
+            }
+            t.names.insert(folded.as_bytes(), record.id.as_bytes())?;
+            t.keys.insert(record.id.as_bytes(), record_bytes.clone())?;
+            t.tokens.insert(slot.jti.as_bytes(), record.id.as_bytes())?;
+            Ok(((), entry.clone()))
+        })?;
+        Ok(Minted { record, token })
+    }
+
+    /// Reads one key.
+    pub fn get(&self, id: &str) -> Result<KeyRecord, RegistryError> {
+        let bytes = self
+            .keys
+            .get(id.as_bytes())?
+            .ok_or(RegistryError::NotFound)?;
+        serde_json::from_slice(&bytes)
+            .map_err(|e| RegistryError::Internal(format!("key record is corrupt: {e}")))
+    }
+
+    /// The id of the key that minted token `jti`.
+    pub fn key_id_for_jti(&self, jti: &str) -> Result<Option<String>, RegistryError> {
+        Ok(self
+            .tokens
+            .get(jti.as_bytes())?
+            .map(|v| String::from_utf8_lossy(&v).into_owned()))
+    }
+
+    /// Lists keys newest first. `cursor` is the id of the last key of the previous page.
+    pub fn list(
+        &self,
+        filter: &KeyFilter,
+        cursor: Option<&str>,
+        limit: usize,
+        now: OffsetDateTime,
+    ) -> Result<KeyPage, RegistryError> {
+        let query = filter.query.as_ref().map(|q| q.to_lowercase());
+        let iter = match cursor {
+            Some(cursor) => self.keys.range(..cursor.as_bytes()),
+            None => self.keys.iter(),
+        };
+        let mut items = Vec::with_capacity(limit.min(512));
+        let mut next_cursor = None;
+        for item in iter.rev() {
+            let (_, value) = item?;
+            let record: KeyRecord = serde_json::from_slice(&value)
+                .map_err(|e| RegistryError::Internal(format!("key record is corrupt: {e}")))?;
+            if let Some(status) = filter.status
+                && record.status(now) != status
+            {
+                continue;
+            }
+            if let Some(q) = &query
+                && !record.name.to_lowercase().contains(q.as_str())
+                && !record.description.to_lowercase().contains(q.as_str())
+            {
+                continue;
+            }
+            if items.len() == limit {
+                next_cursor = items.last().map(|r: &KeyRecord| r.id.clone());
+                break;
+            }
+            items.push(record);
+        }
+        Ok(KeyPage { items, next_cursor })
+    }
+
+    /// Applies `change` to key `id` inside a transaction, rewriting the
+    /// status of every token whose bit changes, and records `action`.
+    fn mutate(
+        &self,
+        actor: &Actor,
+        id: &str,
+        now: OffsetDateTime,
+        action: &'static str,
+        change: impl Fn(&mut KeyRecord) -> Result<serde_json::Value, RegistryError>,
+    ) -> Result<(KeyRecord, Vec<StatusChange>), RegistryError> {
+        self.transact(now, |t| {
+            let bytes = match t.keys.get(id.as_bytes())? {
+                Some(b) => b,
+                None => return abort(RegistryError::NotFound),
+            };
+            let mut record: KeyRecord = serde_json::from_slice(&bytes).map_err(|e| {
+                ConflictableTransactionError::Abort(RegistryError::Internal(e.to_string()))
+            })?;
+            let before: Vec<TokenStatus> = record
+                .tokens
+                .iter()
+                .map(|tk| record.token_status(tk))
+                .collect();
+            let details = match change(&mut record) {
+                Ok(d) => d,
+                Err(e) => return abort(e),
+            };
+            let mut changes = Vec::new();
+            for (i, token) in record.tokens.iter().enumerate() {
+                let after = record.token_status(token);
+                let previous = before.get(i).copied();
+                if previous.is_none() {
+                    // A token minted by this change (renew).
+                    t.tokens.insert(token.jti.as_bytes(), id.as_bytes())?;
+                }
+                if previous.unwrap_or(TokenStatus::Valid) != after {
+                    write_status(t.statuses, token.slot, after)?;
+                    changes.push(StatusChange {
+                        slot: token.slot,
+                        status: after,
+                    });
+                }
+            }
+            t.keys.insert(id.as_bytes(), encode(&record)?)?;
+            let entry = NewEntry {
+                actor: actor.clone(),
+                action,
+                target: Some(id.to_owned()),
+                details,
+            };
+            Ok(((record, changes), entry))
+        })
+    }
+
+    /// Changes the description.
+    pub async fn set_description(
+        &self,
+        actor: &Actor,
+        id: &str,
+        description: String,
+        now: OffsetDateTime,
+    ) -> Result<KeyRecord, RegistryError> {
+        let (record, _) = self.mutate(actor, id, now, "key.update", |record| {
+            let details = json!({"description": {"from": record.description, "to": description}});
+            record.description = description.clone();
+            Ok(details)
+        })?;
+        self.flush().await?;
+        Ok(record)
+    }
+
+    /// Suspends every live token of the key.
+    pub async fn suspend(
+        &self,
+        actor: &Actor,
+        id: &str,
+        now: OffsetDateTime,
+    ) -> Result<(KeyRecord, Vec<StatusChange>), RegistryError> {
+        let result = self.mutate(actor, id, now, "key.suspend", |record| match record.state {
+            KeyState::Revoked => Err(RegistryError::AlreadyRevoked),
+            KeyState::Suspended => Err(RegistryError::InvalidState(
+                "the key is already suspended".into(),
+            )),
+            KeyState::Active => {
+                record.state = KeyState::Suspended;
+                Ok(json!({"name": record.name}))
+            }
+        })?;
+        self.flush().await?;
+        Ok(result)
+    }
+
+    /// Lifts a suspension.
+    pub async fn resume(
+        &self,
+        actor: &Actor,
+        id: &str,
+        now: OffsetDateTime,
+    ) -> Result<(KeyRecord, Vec<StatusChange>), RegistryError> {
+        let result = self.mutate(actor, id, now, "key.resume", |record| match record.state {
+            KeyState::Revoked => Err(RegistryError::AlreadyRevoked),
+            KeyState::Active => Err(RegistryError::InvalidState(
+                "the key is not suspended".into(),
+            )),
+            KeyState::Suspended => {
+                record.state = KeyState::Active;
+                Ok(json!({"name": record.name}))
+            }
+        })?;
+        self.flush().await?;
+        Ok(result)
+    }
+
+    /// Revokes the key and every token it has, permanently.
+    pub async fn revoke(
+        &self,
+        actor: &Actor,
+        id: &str,
+        now: OffsetDateTime,
+    ) -> Result<(KeyRecord, Vec<StatusChange>), RegistryError> {
+        let result = self.mutate(actor, id, now, "key.revoke", |record| match record.state {
+            KeyState::Revoked => Err(RegistryError::AlreadyRevoked),
+            _ => {
+                record.state = KeyState::Revoked;
+                record.revoked_at = Some(now);
+                Ok(json!({"name": record.name, "tokens": record.tokens.len()}))
+            }
+        })?;
+        self.flush().await?;
+        Ok(result)
+    }
+
+    /// Mints a replacement token for the key: same `sub`, name, roles and
+    /// accounts; new `jti`, status slot and expiry.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn renew(
+        &self,
+        actor: &Actor,
+        id: &str,
+        expires_in_days: Option<u32>,
+        revoke_previous: bool,
+        signing_key: &SigningKey,
+        settings: &IssuanceSettings,
+        now: OffsetDateTime,
+    ) -> Result<(Minted, Vec<StatusChange>), RegistryError> {
+        let expires_at = crate::validation::expiry(expires_in_days, settings.max_expiry_days, now)
+            .map_err(|e| RegistryError::Validation(vec![e]))?;
+        let current = self.get(id)?;
+        if current.state == KeyState::Revoked {
+            return Err(RegistryError::AlreadyRevoked);
+        }
+        let (slot, token) = self.mint_token(&current, signing_key, settings, now, expires_at)?;
+        let kid = signing_key.kid().to_owned();
+        let (record, changes) = self.mutate(actor, id, now, "key.renew", |record| {
+            if record.state == KeyState::Revoked {
+                return Err(RegistryError::AlreadyRevoked);
+            }
+            let mut revoked = Vec::new();
+            if revoke_previous {
+                for token in record.tokens.iter_mut().filter(|t| !t.revoked) {
+                    token.revoked = true;
+                    revoked.push(token.jti.clone());
+                }
+            }
+            record.tokens.push(slot.clone());
+            record.expires_at = expires_at;
+            record.signing_kid = kid.clone();
+            Ok(json!({
+                "name": record.name,
+                "jti": slot.jti,
+                "expires_at": rfc3339(expires_at),
+                "revoke_previous": revoke_previous,
+                "revoked_jtis": revoked,
+            }))
+        })?;
+        self.flush().await?;
+        Ok((Minted { record, token }, changes))
+    }
+
+    /// The status bit of a token slot.
+    pub fn token_status(&self, slot: u64) -> Result<TokenStatus, RegistryError> {
+        Ok(match self.statuses.get(slot.to_be_bytes())? {
+            None => TokenStatus::Valid,
+            Some(v) => TokenStatus::from_bits(v.first().copied().unwrap_or(1)),
+        })
+    }
+
+    /// Every non-valid status bit, for rebuilding the published lists.
+    pub fn non_valid_statuses(
+        &self,
+    ) -> impl Iterator<Item = Result<(u64, TokenStatus), RegistryError>> + '_ {
+        self.statuses.iter().map(|item| {
+            let (k, v) = item?;
+            Ok((
+                read_u64(&k)?,
+                TokenStatus::from_bits(v.first().copied().unwrap_or(1)),
+            ))
+        })
+    }
+
+    /// Records that key `id` authenticated, at most once per
+    /// [`LAST_USED_RESOLUTION_SECS`]; not flushed on its own.
+    pub fn touch_last_used(&self, id: &str, now: OffsetDateTime) -> Result<(), RegistryError> {
+        let ts = now.unix_timestamp();
+        {
+            let mut written = self
+                .last_used_written
+                .lock()
+                .map_err(|_| RegistryError::Internal("lock poisoned".into()))?;
+            if let Some(last) = written.get(id)
+                && ts - last < LAST_USED_RESOLUTION_SECS
+            {
+                return Ok(());
+            }
+            written.insert(id.to_owned(), ts);
+        }
+        let _writer = self.lock_writer()?;
+        if let Some(bytes) = self.keys.get(id.as_bytes())? {
+            let mut record: KeyRecord = serde_json::from_slice(&bytes)
+                .map_err(|e| RegistryError::Internal(e.to_string()))?;
+            record.last_used_at = Some(now);
+            let bytes =
+                serde_json::to_vec(&record).map_err(|e| RegistryError::Internal(e.to_string()))?;
+            self.keys.insert(id.as_bytes(), bytes)?;
+        }
+        Ok(())
+    }
+
+    /// Appends an audit entry that has no other effect (e.g. a denied request).
+    pub fn record_event(&self, entry: NewEntry, now: OffsetDateTime) -> Result<(), RegistryError> {
+        self.transact(now, |_| Ok(((), entry.clone())))
+    }
+
+    /// Appends an audit entry and waits until it is on disk.
+    pub async fn record_event_durably(
+        &self,
+        entry: NewEntry,
+        now: OffsetDateTime,
+    ) -> Result<(), RegistryError> {
+        self.record_event(entry, now)?;
+        self.flush().await?;
+        Ok(())
+    }
+
+    /// A page of the audit log.
+    pub fn audit_page(&self, after: u64, limit: usize) -> Result<Vec<AuditEntry>, RegistryError> {
+        audit::read_page(&self.audit, after, limit).map_err(RegistryError::Internal)
+    }
+
+    /// Number of keys in the registry.
+    pub fn key_count(&self) -> usize {
+        self.keys.len()
+    }
+}
+
+/// The transactional trees a mutation body may write.
+struct Trees<'a> {
+    keys: &'a TransactionalTree,
+    names: &'a TransactionalTree,
+    tokens: &'a TransactionalTree,
+    statuses: &'a TransactionalTree,
+}
+
+fn write_status(statuses: &TransactionalTree, slot: u64, status: TokenStatus) -> TxResult<()> {
+    if status == TokenStatus::Valid {
+        statuses.remove(&slot.to_be_bytes())?;
+    } else {
+        statuses.insert(&slot.to_be_bytes(), &[status.bits()])?;
+    }
+    Ok(())
+}
+
+fn read_u64(bytes: &[u8]) -> Result<u64, RegistryError> {
+    let array: [u8; 8] = bytes
+        .try_into()
+        .map_err(|_| RegistryError::Internal("corrupt counter".into()))?;
+    Ok(u64::from_be_bytes(array))
+}
+
+/// Names are unique ignoring letter case.
+pub fn fold_name(name: &str) -> String {
+    name.to_lowercase()
+}
+
+pub fn rfc3339(t: OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}

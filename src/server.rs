@@ -1,0 +1,53 @@
+//! `latchkey serve`: bind, serve until SIGTERM or ctrl-c, then flush.
+
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+
+use crate::clock::SystemClock;
+use crate::config::Config;
+use crate::service;
+
+/// Runs the service until a shutdown signal, then flushes the database.
+pub async fn serve(config: Config) -> Result<(), String> {
+    let listen = config.listen;
+    let token_file = config.bootstrap_token_file.clone();
+    let opened = service::open(config, Arc::new(SystemClock)).await?;
+    let state = opened.state;
+    let listener = TcpListener::bind(listen)
+        .await
+        .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+    if let Some(token) = &opened.bootstrap {
+        service::deliver_token(token, token_file.as_deref(), "bootstrap admin")?;
+    }
+    tracing::info!(listen = %listen, issuer = %state.config.issuer, "latchkey is serving");
+    let app = crate::http::router(state.clone());
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .map_err(|e| format!("server error: {e}"))?;
+    tracing::info!("shutting down: flushing the database");
+    state.registry.flush().await.map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+}

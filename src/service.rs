@@ -1,0 +1,152 @@
+//! Opening a data directory: the database, the signing keys and, on first
+//! start, initialisation with a bootstrap admin key whose token is shown
+//! exactly once.
+
+use serde_json::json;
+use std::io::Write;
+use std::path::Path;
+
+use crate::app::AppState;
+use crate::audit::{Actor, NewEntry};
+use crate::clock::SharedClock;
+use crate::config::Config;
+use crate::keyring::KeyRing;
+use crate::registry::{self, Registry};
+use crate::validation::{DEFAULT_EXPIRY_MONTHS, ValidNewKey, add_months};
+
+/// Name of the admin key created on first start.
+pub const BOOTSTRAP_KEY_NAME: &str = "bootstrap-admin";
+
+/// A token to hand to the operator once. `Debug` never shows it.
+pub struct OneTimeToken {
+    pub key_id: String,
+    pub name: String,
+    pub token: String,
+}
+
+impl std::fmt::Debug for OneTimeToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OneTimeToken")
+            .field("key_id", &self.key_id)
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// An opened service and, if it was just initialised, the bootstrap token.
+#[derive(Debug)]
+pub struct Opened {
+    pub state: AppState,
+    pub bootstrap: Option<OneTimeToken>,
+}
+
+/// Opens (and on an empty data directory, initialises) the service.
+pub async fn open(config: Config, clock: SharedClock) -> Result<Opened, String> {
+    latchkey_verifier::install_ring_provider();
+    let db = registry::open_db(&config.data_dir)?;
+    let registry = Registry::open(db, config.status_list_capacity).map_err(|e| e.to_string())?;
+    let now = clock.now();
+    if !KeyRing::is_initialised(registry.signing_keys_tree()) {
+        let info = KeyRing::initialise(
+            registry.signing_keys_tree(),
+            &config.keys_dir,
+            config.signing_algorithm,
+            now,
+        )
+        .map_err(|e| e.to_string())?;
+        registry
+            .record_event_durably(
+                NewEntry {
+                    actor: Actor::bootstrap(),
+                    action: "signing_key.create",
+                    target: Some(info.kid.clone()),
+                    details: json!({"alg": info.alg, "state": "active"}),
+                },
+                now,
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    let keyring = KeyRing::open(registry.signing_keys_tree().clone(), &config.keys_dir)
+        .map_err(|e| e.to_string())?;
+    let needs_bootstrap = registry.key_count() == 0;
+    let state = AppState::new(config, registry, keyring, clock);
+    let bootstrap = if needs_bootstrap {
+        Some(mint_admin(&state, BOOTSTRAP_KEY_NAME, "Created on first start", "init").await?)
+    } else {
+        None
+    };
+    Ok(Opened { state, bootstrap })
+}
+
+/// Mints a `global_admin` key as the bootstrap actor (first start, recovery).
+pub async fn mint_admin(
+    state: &AppState,
+    name: &str,
+    description: &str,
+    reason: &str,
+) -> Result<OneTimeToken, String> {
+    let now = state.now();
+    let valid = ValidNewKey {
+        name: name.to_owned(),
+        description: description.to_owned(),
+        roles: vec![latchkey_verifier::Role::GlobalAdmin],
+        accounts: None,
+        expires_at: add_months(now, DEFAULT_EXPIRY_MONTHS),
+    };
+    let signing_key = state.keyring.snapshot().active.clone();
+    let minted = state
+        .registry
+        .create_valid(
+            &Actor::bootstrap(),
+            valid,
+            &signing_key,
+            &state.settings,
+            now,
+        )
+        .map_err(|e| format!("could not create the {reason} admin key: {e}"))?;
+    state.registry.flush().await.map_err(|e| e.to_string())?;
+    Ok(OneTimeToken {
+        key_id: minted.record.id,
+        name: minted.record.name,
+        token: minted.token,
+    })
+}
+
+/// Hands a one-time token to the operator: to `file` (mode 0600, never
+/// overwriting) or to stderr.
+pub fn deliver_token(token: &OneTimeToken, file: Option<&Path>, what: &str) -> Result<(), String> {
+    match file {
+        Some(path) => {
+            let mut options = std::fs::OpenOptions::new();
+            options.write(true).create_new(true);
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::OpenOptionsExt;
+                options.mode(0o600);
+            }
+            let mut f = options.open(path).map_err(|e| {
+                format!(
+                    "cannot create {} for the {what} token: {e} (it is never overwritten)",
+                    path.display()
+                )
+            })?;
+            writeln!(f, "{}", token.token)
+                .and_then(|_| f.sync_all())
+                .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+            eprintln!(
+                "latchkey: the {what} token for key {:?} ({}) was written to {}",
+                token.name,
+                token.key_id,
+                path.display()
+            );
+        }
+        None => {
+            eprintln!(
+                "\n=== latchkey {what} token for key {:?} ({}) ===\n{}\n=== Shown once: store it now. It is not saved anywhere. ===\n",
+                token.name, token.key_id, token.token
+            );
+        }
+    }
+    Ok(())
+}
