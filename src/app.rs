@@ -28,6 +28,8 @@ pub struct AppInner {
     /// `/.well-known/oauth-authorization-server`, prepared once.
     pub metadata: PreparedDocument,
     pub metrics: PrometheusHandle,
+    /// Signed status list tokens, cached per list.
+    pub status_documents: crate::http::status::StatusDocuments,
 }
 
 impl Deref for AppState {
@@ -61,6 +63,7 @@ impl AppState {
             expectations,
             metadata,
             metrics: crate::metrics::handle(),
+            status_documents: Default::default(),
         }))
     }
 
@@ -78,7 +81,7 @@ fn metadata_document(config: &Config) -> PreparedDocument {
         "issuer": issuer,
         "jwks_uri": format!("{issuer}/.well-known/jwks.json"),
         "introspection_endpoint": format!("{issuer}/v1/introspect"),
-        "status_list_uri_template": format!("{issuer}/v1/status/{{list}}"),
+        "status_list_endpoint": format!("{issuer}/v1/status"),
         "status_list_stream_endpoint": format!("{issuer}/v1/status/stream"),
         "usage_endpoint": format!("{issuer}/v1/usage"),
         "service_documentation": format!("{issuer}/openapi.json"),

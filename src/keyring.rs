@@ -61,11 +61,15 @@ pub struct PreparedDocument {
 
 impl PreparedDocument {
     pub fn json(value: &serde_json::Value) -> PreparedDocument {
-        let body = serde_json::to_vec(value).unwrap_or_default();
+        PreparedDocument::bytes(serde_json::to_vec(value).unwrap_or_default().into())
+    }
+
+    /// A document whose ETag is a digest of its bytes.
+    pub fn bytes(body: axum::body::Bytes) -> PreparedDocument {
         let digest = ring::digest::digest(&ring::digest::SHA256, &body);
         PreparedDocument {
             etag: format!("\"{}\"", hex::encode(&digest.as_ref()[..16])),
-            body: body.into(),
+            body,
         }
     }
 }

@@ -17,4 +17,5 @@ pub mod registry;
 pub mod server;
 pub mod service;
 pub mod signing;
+pub mod status_board;
 pub mod validation;

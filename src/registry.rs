@@ -26,10 +26,12 @@ use uuid::Uuid;
 use crate::audit::{self, Actor, AuditEntry, ChainHead, NewEntry};
 use crate::durability::{FlushError, FlushGroup};
 use crate::signing::SigningKey;
+use crate::status_board::StatusBoard;
 use crate::validation::{FieldError, NewKeyRequest, ValidNewKey};
 
 const META_STATUS_NEXT: &[u8] = b"status_next";
 const META_LIST_CAPACITY: &[u8] = b"status_list_capacity";
+const META_STATUS_SEQ: &[u8] = b"status_seq";
 /// How often a key's `last_used_at` is written at most.
 pub const LAST_USED_RESOLUTION_SECS: i64 = 60;
 
@@ -239,6 +241,7 @@ pub struct Registry {
     list_capacity: u64,
     last_used_written: Mutex<HashMap<String, i64>>,
     flush: FlushGroup,
+    board: StatusBoard,
 }
 
 impl std::fmt::Debug for Registry {
@@ -285,11 +288,24 @@ impl Registry {
             None => 0,
         };
         let audit_head = audit::read_head(&meta).map_err(RegistryError::Internal)?;
+        let status_seq = match meta.get(META_STATUS_SEQ)? {
+            Some(bytes) => read_u64(&bytes)?,
+            None => 0,
+        };
+        let statuses = db.open_tree("statuses")?;
+        let board = StatusBoard::new(list_capacity, next_slot, status_seq);
+        for item in statuses.iter() {
+            let (k, v) = item?;
+            board.load(
+                read_u64(&k)?,
+                TokenStatus::from_bits(v.first().copied().unwrap_or(1)),
+            );
+        }
         Ok(Registry {
             keys: db.open_tree("keys")?,
             names: db.open_tree("names")?,
             tokens: db.open_tree("tokens")?,
-            statuses: db.open_tree("statuses")?,
+            statuses,
             audit: db.open_tree("audit")?,
             signing_keys: db.open_tree("signing_keys")?,
             meta,
@@ -298,6 +314,7 @@ impl Registry {
             list_capacity,
             last_used_written: Mutex::new(HashMap::new()),
             flush: FlushGroup::start(db.clone()),
+            board,
             db,
         })
     }
@@ -316,6 +333,11 @@ impl Registry {
 
     pub fn meta_tree(&self) -> &sled::Tree {
         &self.meta
+    }
+
+    /// The published statuses.
+    pub fn board(&self) -> &StatusBoard {
+        &self.board
     }
 
     /// Entries per status list.
@@ -397,12 +419,13 @@ impl Registry {
     fn transact<T>(
         &self,
         now: OffsetDateTime,
-        body: impl Fn(&Trees<'_>) -> TxResult<(T, NewEntry)>,
+        body: impl Fn(&Trees<'_>) -> TxResult<(T, NewEntry, Vec<StatusChange>)>,
     ) -> Result<T, RegistryError> {
         let mut writer = self.lock_writer()?;
         let head = writer.audit_head.clone();
         let next_slot = self.next_slot.load(Ordering::SeqCst);
-        let (value, entry) = (
+        let status_seq = self.board.seq();
+        let (value, entry, changes) = (
             &self.keys,
             &self.names,
             &self.tokens,
@@ -417,16 +440,22 @@ impl Registry {
                     tokens,
                     statuses,
                 };
-                let (value, new_entry) = body(&trees)?;
+                let (value, new_entry, changes) = body(&trees)?;
                 let entry = audit::next_entry(&head, new_entry, now);
                 audit::append_in_tx(audit_tree, meta, &entry)?;
                 meta.insert(META_STATUS_NEXT, &next_slot.to_be_bytes())?;
-                Ok((value, entry))
+                let seq = status_seq + changes.len() as u64;
+                meta.insert(META_STATUS_SEQ, &seq.to_be_bytes())?;
+                Ok((value, entry, changes))
             })?;
         writer.audit_head = ChainHead {
             seq: entry.seq,
             hash: entry.hash,
         };
+        // Still under the writer lock: the board follows commit order.
+        self.board.ensure_slots(next_slot);
+        let changes: Vec<(u64, TokenStatus)> = changes.iter().map(|c| (c.slot, c.status)).collect();
+        self.board.apply(&changes);
         Ok(value)
     }
 
@@ -497,7 +526,7 @@ impl Registry {
             t.names.insert(folded.as_bytes(), record.id.as_bytes())?;
             t.keys.insert(record.id.as_bytes(), record_bytes.clone())?;
             t.tokens.insert(slot.jti.as_bytes(), record.id.as_bytes())?;
-            Ok(((), entry.clone()))
+            Ok(((), entry.clone(), Vec::new()))
         })?;
         Ok(Minted { record, token })
     }
@@ -609,7 +638,7 @@ impl Registry {
                 target: Some(id.to_owned()),
                 details,
             };
-            Ok(((record, changes), entry))
+            Ok(((record, changes.clone()), entry, changes))
         })
     }
 
@@ -789,7 +818,7 @@ impl Registry {
 
     /// Appends an audit entry that has no other effect (e.g. a denied request).
     pub fn record_event(&self, entry: NewEntry, now: OffsetDateTime) -> Result<(), RegistryError> {
-        self.transact(now, |_| Ok(((), entry.clone())))
+        self.transact(now, |_| Ok(((), entry.clone(), Vec::new())))
     }
 
     /// Appends an audit entry and waits until it is on disk.

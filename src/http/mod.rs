@@ -9,6 +9,7 @@ pub mod keys;
 pub mod openapi;
 pub mod ops;
 pub mod signing_keys;
+pub mod status;
 pub mod well_known;
 
 use std::time::Instant;
@@ -33,6 +34,7 @@ pub fn router(state: AppState) -> Router {
         .merge(keys::router())
         .merge(audit::router())
         .merge(signing_keys::router())
+        .merge(status::router())
         .merge(well_known::router())
         .merge(ops::router())
         .merge(openapi::router())
