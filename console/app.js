@@ -57,7 +57,7 @@
         else el.setAttribute(k, v === true ? '' : String(v));
       }
     }
-    for (const c of children.flat()) {
+    for (const c of children.flat(Infinity)) {
       if (c === null || c === undefined || c === false) continue;
       el.append(c instanceof Node ? c : String(c));
     }
@@ -86,7 +86,14 @@
     if (!value) return h('span', { class: 'muted' }, empty);
     const d = new Date(value);
     const iso = Number.isNaN(d.getTime()) ? String(value) : d.toISOString();
-    return h('time', { datetime: iso, title: iso }, formatTime(value));
+    if (Number.isNaN(d.getTime())) return h('time', null, String(value));
+    // Date on one line, time of day (UTC) under it.
+    return h(
+      'time',
+      { datetime: iso, title: iso },
+      utcDate(d),
+      h('span', { class: 'time-of-day' }, ` ${pad(d.getUTCHours())}:${pad(d.getUTCMinutes())} UTC`),
+    );
   }
 
   function roleLabel(role) {
@@ -137,10 +144,18 @@
 
   // ---------------------------------------------------------------- API
 
+  /** Sentence case for display: the API's details start in lower case. */
+  function sentence(text) {
+    const s = String(text);
+    return s.charAt(0).toUpperCase() + s.slice(1);
+  }
+
   class ApiError extends Error {
     constructor(status, problem) {
       const p = problem && typeof problem === 'object' ? problem : {};
-      const detail = p.detail || p.title || (status ? `The server answered with status ${status}.` : 'Request failed.');
+      const detail = sentence(
+        p.detail || p.title || (status ? `The server answered with status ${status}.` : 'Request failed.'),
+      );
       super(detail);
       this.status = status;
       this.problem = p;
@@ -231,10 +246,16 @@
       const base = String(field || '').split(/[.[]/)[0];
       const target = fields[base];
       if (!target) return false;
-      const [control, errorEl] = target();
+      const [control, errorEl, label] = target();
+      // The API's field messages follow the field's name ("is already
+      // taken…"): lead them with the label the person sees instead.
+      const text = label && /^[a-z]/.test(message) ? `${label} ${message}` : message;
       const prev = errorEl.textContent;
-      setFieldError(control, errorEl, prev ? `${prev} ${message}` : message);
-      if (!first) first = control;
+      setFieldError(control, errorEl, prev ? `${prev} ${text}` : text);
+      // Focus goes to the first invalid control in page order.
+      if (control && (!first || first.compareDocumentPosition(control) & Node.DOCUMENT_POSITION_PRECEDING)) {
+        first = control;
+      }
       return true;
     };
     for (const e of err.errors) {
@@ -338,8 +359,8 @@
       'Signed in as ',
       h('strong', null, state.claims.name || state.claims.sub || 'unknown key'),
       ` (${roles.map(roleLabel).join(', ') || 'no roles'})`,
-      state.isAdmin ? null : h('span', { class: 'badge badge-readonly' }, 'Read-only'),
     );
+    if (!state.isAdmin) who.append(h('span', { class: 'badge badge-readonly' }, 'Read-only'));
 
     // Mutating controls exist only for admins.
     const tools = $('keys-admin-tools');
@@ -376,6 +397,7 @@
       try {
         await signIn(token);
         input.value = '';
+        if (state.tab === 'keys') $('keys-title').focus();
       } catch (err) {
         const message = err instanceof ApiError ? err.detail : 'Sign-in failed.';
         setFieldError(input, errorEl, message);
@@ -448,16 +470,20 @@
   }
 
   function keyActions(key) {
-    const label = (verb) => `${verb} ${key.name}`;
-    const btn = (action, text, cls = 'btn btn-small') =>
-      h('button', { type: 'button', class: cls, dataset: { action, id: key.id }, 'aria-label': label(text) }, text);
+    // Visible text is short; the accessible name says what and which key.
+    const btn = (action, text, verb, cls = 'btn btn-small') =>
+      h(
+        'button',
+        { type: 'button', class: cls, dataset: { action, id: key.id }, 'aria-label': `${verb} ${key.name}`, title: verb },
+        text,
+      );
     const buttons = [];
     if (key.status !== 'revoked') {
-      buttons.push(btn('edit', 'Edit description'));
-      buttons.push(btn('renew', 'Renew'));
-      if (key.status === 'active') buttons.push(btn('suspend', 'Suspend'));
-      if (key.status === 'suspended') buttons.push(btn('resume', 'Resume'));
-      buttons.push(btn('remove', 'Remove', 'btn btn-small btn-danger-quiet'));
+      buttons.push(btn('edit', 'Edit', 'Edit description'));
+      buttons.push(btn('renew', 'Renew', 'Renew'));
+      if (key.status === 'active') buttons.push(btn('suspend', 'Suspend', 'Suspend'));
+      if (key.status === 'suspended') buttons.push(btn('resume', 'Resume', 'Resume'));
+      buttons.push(btn('remove', 'Remove', 'Remove', 'btn btn-small btn-danger-quiet'));
     }
     return h(
       'td',
@@ -678,8 +704,8 @@
       /** [control, errorEl] for server errors about expires_in_days. */
       target() {
         return select.value === 'custom'
-          ? [days, $(`${prefix}-days-error`)]
-          : [select, $(`${prefix}-period-error`)];
+          ? [days, $(`${prefix}-days-error`), 'Days until expiry']
+          : [select, $(`${prefix}-period-error`), 'Expiration period'];
       },
     };
   }
@@ -836,10 +862,10 @@
         const first = showApiError(
           err,
           {
-            name: () => [nameEl, $('add-name-error')],
-            description: () => [descEl, $('add-description-error')],
-            roles: () => [selects[0] || null, $('add-roles-error')],
-            accounts: () => [allEl.checked ? allEl : accountsEl, $('add-accounts-error')],
+            name: () => [nameEl, $('add-name-error'), 'Name'],
+            description: () => [descEl, $('add-description-error'), 'Description'],
+            roles: () => [selects[0] || null, $('add-roles-error'), 'Roles'],
+            accounts: () => [allEl.checked ? allEl : accountsEl, $('add-accounts-error'), 'Accounts'],
             expires_in_days: () => addPeriod.target(),
           },
           $('add-error'),
@@ -982,7 +1008,7 @@
         if (err.handled) return;
         const first = showApiError(
           err,
-          { description: () => [descEl, $('edit-description-error')] },
+          { description: () => [descEl, $('edit-description-error'), 'Description'] },
           $('edit-error'),
           err.status === 422 ? 'description' : null,
         );
@@ -1040,7 +1066,7 @@
           err,
           {
             expires_in_days: () => renewPeriod.target(),
-            revoke_previous: () => [revokeEl, $('renew-revoke-error')],
+            revoke_previous: () => [revokeEl, $('renew-revoke-error'), 'Revoke previous'],
           },
           $('renew-error'),
         );

@@ -45,6 +45,15 @@ pub struct ServerArgs {
     /// Log format: text or json [default: text].
     #[arg(long, env = "LATCHKEY_LOG_FORMAT", value_name = "FORMAT")]
     pub log_format: Option<String>,
+    /// Seconds a rotated key is published before it signs [default: 3600].
+    #[arg(long, env = "LATCHKEY_ROTATION_LEAD_TIME_SECS", value_name = "SECS")]
+    pub rotation_lead_time_secs: Option<u64>,
+    /// Rotate the signing key automatically every this many days; 0 turns it off [default: 90].
+    #[arg(long, env = "LATCHKEY_ROTATION_PERIOD_DAYS", value_name = "DAYS")]
+    pub rotation_period_days: Option<u32>,
+    /// Seconds verifiers may cache a status list (its `ttl`) [default: 300].
+    #[arg(long, env = "LATCHKEY_STATUS_LIST_TTL_SECS", value_name = "SECS")]
+    pub status_list_ttl_secs: Option<u64>,
 }
 
 /// The TOML file: the same settings, with underscores.
@@ -63,6 +72,8 @@ pub struct FileConfig {
     pub status_list_capacity: Option<u64>,
     pub status_list_ttl_secs: Option<u64>,
     pub jwks_max_age_secs: Option<u64>,
+    pub rotation_lead_time_secs: Option<u64>,
+    pub rotation_period_days: Option<u32>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -95,6 +106,10 @@ pub struct Config {
     pub status_list_capacity: u64,
     pub status_list_ttl_secs: u64,
     pub jwks_max_age_secs: u64,
+    /// Seconds between publishing a rotated key and signing with it.
+    pub rotation_lead_time_secs: u64,
+    /// Automatic rotation period; `None` when off.
+    pub rotation_period_days: Option<u32>,
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -123,6 +138,8 @@ impl Default for Config {
             status_list_capacity: DEFAULT_STATUS_LIST_CAPACITY,
             status_list_ttl_secs: 300,
             jwks_max_age_secs: 300,
+            rotation_lead_time_secs: 3600,
+            rotation_period_days: Some(90),
         }
     }
 }
@@ -226,7 +243,21 @@ impl Config {
             }
             config.status_list_capacity = capacity;
         }
-        if let Some(ttl) = file.status_list_ttl_secs {
+        if let Some(lead) = args
+            .rotation_lead_time_secs
+            .or(file.rotation_lead_time_secs)
+        {
+            if lead > 30 * 86_400 {
+                return Err(ConfigError(format!(
+                    "rotation_lead_time_secs = {lead}: use 0 to 2592000 (30 days)"
+                )));
+            }
+            config.rotation_lead_time_secs = lead;
+        }
+        if let Some(days) = args.rotation_period_days.or(file.rotation_period_days) {
+            config.rotation_period_days = (days > 0).then_some(days);
+        }
+        if let Some(ttl) = args.status_list_ttl_secs.or(file.status_list_ttl_secs) {
             if !(1..=86_400).contains(&ttl) {
                 return Err(ConfigError(format!(
                     "status_list_ttl_secs = {ttl}: use 1 to 86400"

@@ -100,6 +100,10 @@ pub enum KeyRingError {
         "signing key {kid} is recorded but its file is missing from {dir}; restore it or retire the key"
     )]
     MissingFile { kid: String, dir: PathBuf },
+    #[error("no signing key with kid {0:?}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
 }
 
 impl From<sled::Error> for KeyRingError {
@@ -114,6 +118,15 @@ pub struct KeyRing {
     tree: sled::Tree,
     keys_dir: PathBuf,
     current: ArcSwap<KeySnapshot>,
+    /// Serialises changes of key states.
+    changes: std::sync::Mutex<()>,
+}
+
+/// A state change made by [`KeyRing::maintain`], for the audit log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyEvent {
+    Activated { kid: String, previous: Vec<String> },
+    Retired { kid: String },
 }
 
 impl KeyRing {
@@ -160,6 +173,7 @@ impl KeyRing {
             tree,
             keys_dir: keys_dir.to_owned(),
             current: ArcSwap::from_pointee(snapshot),
+            changes: std::sync::Mutex::new(()),
         })
     }
 
@@ -214,6 +228,192 @@ impl KeyRing {
         let snapshot = Self::load_snapshot(&self.tree, &self.keys_dir)?;
         self.current.store(Arc::new(snapshot));
         Ok(())
+    }
+
+    fn read_infos(&self) -> Result<Vec<SigningKeyInfo>, KeyRingError> {
+        let mut infos = Vec::new();
+        for item in self.tree.iter() {
+            let (_, value) = item?;
+            infos.push(
+                serde_json::from_slice::<SigningKeyInfo>(&value)
+                    .map_err(|e| KeyRingError::Db(format!("signing key record is corrupt: {e}")))?,
+            );
+        }
+        Ok(infos)
+    }
+
+    fn lock_changes(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.changes.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Stages a new key: written to its file and published in the JWKS at
+    /// once, signing from `now + lead` (or at once when `immediate`).
+    pub fn rotate(
+        &self,
+        alg: SigningAlgorithm,
+        now: OffsetDateTime,
+        lead: time::Duration,
+        immediate: bool,
+    ) -> Result<SigningKeyInfo, KeyRingError> {
+        let (key, pkcs8) = SigningKey::generate(alg)?;
+        self.add(key, &pkcs8, now, lead, immediate)
+    }
+
+    /// Adds an imported PKCS#8 key (e.g. RSA for RS256) the same way as [`KeyRing::rotate`].
+    pub fn import(
+        &self,
+        alg: SigningAlgorithm,
+        pkcs8: &[u8],
+        now: OffsetDateTime,
+        lead: time::Duration,
+        immediate: bool,
+    ) -> Result<SigningKeyInfo, KeyRingError> {
+        let key = SigningKey::from_pkcs8(alg, pkcs8).ok_or_else(|| {
+            SigningKeyError::Import(format!(
+                "the key is not a valid {} PKCS#8 private key",
+                alg.as_str()
+            ))
+        })?;
+        self.add(key, pkcs8, now, lead, immediate)
+    }
+
+    fn add(
+        &self,
+        key: SigningKey,
+        pkcs8: &[u8],
+        now: OffsetDateTime,
+        lead: time::Duration,
+        immediate: bool,
+    ) -> Result<SigningKeyInfo, KeyRingError> {
+        let _guard = self.lock_changes();
+        let infos = self.read_infos()?;
+        if infos.iter().any(|i| i.kid == key.kid()) {
+            return Err(SigningKeyError::Import(format!(
+                "signing key {} is already known",
+                key.kid()
+            ))
+            .into());
+        }
+        signing::write_key_file(&signing::key_file_path(&self.keys_dir, key.kid()), pkcs8)?;
+        let info = SigningKeyInfo {
+            kid: key.kid().to_owned(),
+            alg: key.alg().as_str().to_owned(),
+            state: if immediate {
+                SigningKeyState::Active
+            } else {
+                SigningKeyState::Next
+            },
+            created_at: now,
+            activates_at: Some(if immediate { now } else { now + lead }),
+            retired_at: None,
+        };
+        if immediate {
+            for mut old in infos
+                .into_iter()
+                .filter(|i| i.state == SigningKeyState::Active)
+            {
+                old.state = SigningKeyState::Previous;
+                Self::record(&self.tree, &old)?;
+            }
+        }
+        Self::record(&self.tree, &info)?;
+        self.tree.flush()?;
+        self.reload()?;
+        Ok(info)
+    }
+
+    /// Activates `next` keys whose time has come and retires `previous`
+    /// keys for which `in_use(kid)` is false (every token they signed has
+    /// expired or been revoked).
+    pub fn maintain(
+        &self,
+        now: OffsetDateTime,
+        in_use: impl Fn(&str) -> bool,
+    ) -> Result<Vec<KeyEvent>, KeyRingError> {
+        let _guard = self.lock_changes();
+        let mut infos = self.read_infos()?;
+        infos.sort_by_key(|i| i.created_at);
+        let mut events = Vec::new();
+        let due = infos
+            .iter()
+            .filter(|i| {
+                i.state == SigningKeyState::Next && i.activates_at.is_some_and(|t| t <= now)
+            })
+            .map(|i| i.kid.clone())
+            .next_back();
+        if let Some(kid) = due {
+            let mut previous = Vec::new();
+            for info in infos.iter_mut() {
+                if info.state == SigningKeyState::Active {
+                    info.state = SigningKeyState::Previous;
+                    previous.push(info.kid.clone());
+                    Self::record(&self.tree, info)?;
+                } else if info.kid == kid {
+                    info.state = SigningKeyState::Active;
+                    info.activates_at = Some(now);
+                    Self::record(&self.tree, info)?;
+                }
+            }
+            events.push(KeyEvent::Activated { kid, previous });
+        }
+        for info in infos
+            .iter_mut()
+            .filter(|i| i.state == SigningKeyState::Previous)
+        {
+            if !in_use(&info.kid) {
+                info.state = SigningKeyState::Retired;
+                info.retired_at = Some(now);
+                Self::record(&self.tree, info)?;
+                Self::remove_key_file(&self.keys_dir, &info.kid);
+                events.push(KeyEvent::Retired {
+                    kid: info.kid.clone(),
+                });
+            }
+        }
+        if !events.is_empty() {
+            self.tree.flush()?;
+            self.reload()?;
+        }
+        Ok(events)
+    }
+
+    /// Retires a key by hand: it leaves the JWKS and its tokens stop verifying.
+    pub fn retire(&self, kid: &str, now: OffsetDateTime) -> Result<SigningKeyInfo, KeyRingError> {
+        let _guard = self.lock_changes();
+        let mut info = self
+            .read_infos()?
+            .into_iter()
+            .find(|i| i.kid == kid)
+            .ok_or_else(|| KeyRingError::NotFound(kid.to_owned()))?;
+        match info.state {
+            SigningKeyState::Active => {
+                return Err(KeyRingError::Conflict(
+                    "the active key cannot be retired: rotate with --now first, then retire it"
+                        .into(),
+                ));
+            }
+            SigningKeyState::Retired => {
+                return Err(KeyRingError::Conflict("the key is already retired".into()));
+            }
+            SigningKeyState::Next | SigningKeyState::Previous => {}
+        }
+        info.state = SigningKeyState::Retired;
+        info.retired_at = Some(now);
+        Self::record(&self.tree, &info)?;
+        self.tree.flush()?;
+        Self::remove_key_file(&self.keys_dir, kid);
+        self.reload()?;
+        Ok(info)
+    }
+
+    /// A retired key's private half is no longer needed: remove it.
+    fn remove_key_file(keys_dir: &Path, kid: &str) {
+        let path = signing::key_file_path(keys_dir, kid);
+        if let Err(e) = std::fs::remove_file(&path)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(kid, error = %e, "could not remove a retired key's file");
+        }
     }
 
     pub fn keys_dir(&self) -> &Path {

@@ -14,6 +14,7 @@ pub mod http;
 pub mod keyring;
 pub mod metrics;
 pub mod registry;
+pub mod rotation;
 pub mod server;
 pub mod service;
 pub mod signing;

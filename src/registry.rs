@@ -837,6 +837,27 @@ impl Registry {
         audit::read_page(&self.audit, after, limit).map_err(RegistryError::Internal)
     }
 
+    /// Whether a live token (not expired, not revoked) was signed by `kid`.
+    pub fn kid_in_use(&self, kid: &str, now: OffsetDateTime) -> Result<bool, RegistryError> {
+        let now = now.unix_timestamp();
+        for item in self.keys.iter() {
+            let (_, value) = item?;
+            let record: KeyRecord = serde_json::from_slice(&value)
+                .map_err(|e| RegistryError::Internal(e.to_string()))?;
+            if record.state == KeyState::Revoked {
+                continue;
+            }
+            if record
+                .tokens
+                .iter()
+                .any(|t| t.signing_kid == kid && !t.revoked && t.expires_at > now)
+            {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
     /// Number of keys in the registry.
     pub fn key_count(&self) -> usize {
         self.keys.len()

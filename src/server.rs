@@ -21,11 +21,13 @@ pub async fn serve(config: Config) -> Result<(), String> {
         service::deliver_token(token, token_file.as_deref(), "bootstrap admin")?;
     }
     tracing::info!(listen = %listen, issuer = %state.config.issuer, "latchkey is serving");
+    let maintenance = crate::rotation::spawn_maintenance(state.clone());
     let app = crate::http::router(state.clone());
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
         .await
         .map_err(|e| format!("server error: {e}"))?;
+    maintenance.abort();
     tracing::info!("shutting down: flushing the database");
     state.registry.flush().await.map_err(|e| e.to_string())?;
     Ok(())

@@ -387,7 +387,7 @@ pub async fn renew_key(
 }
 
 /// Parses a body that may be empty (then the defaults apply).
-fn optional_json<T: serde::de::DeserializeOwned + Default>(
+pub fn optional_json<T: serde::de::DeserializeOwned + Default>(
     headers: &HeaderMap,
     body: &Bytes,
 ) -> Result<T, ApiError> {

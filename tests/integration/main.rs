@@ -1,1 +1,14 @@
-fn main() {}
+//! latchkey's integration tests, one binary: requests go through the same
+//! `http::router` the server runs (via `oneshot`), and the CLI tests run the
+//! built `latchkey` binary.
+
+// In tests a panic is the failure report, helpers included.
+#![allow(clippy::unwrap_used)]
+
+mod audit_log;
+mod auth_matrix;
+mod cli;
+mod keys_api;
+mod public_docs;
+mod status_rotation;
+mod support;
