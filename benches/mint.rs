@@ -37,7 +37,12 @@ fn bench_mint(c: &mut Criterion) {
         let (key, _) = SigningKey::generate(alg).expect("generate");
         let token = key.mint(&claims).expect("mint");
         // The exact bytes a mint signs: header.payload.
-        let signing_input = token.rsplit_once('.').expect("compact JWS").0.as_bytes().to_vec();
+        let signing_input = token
+            .rsplit_once('.')
+            .expect("compact JWS")
+            .0
+            .as_bytes()
+            .to_vec();
         let mut group = c.benchmark_group(format!("mint/{}", alg.as_str()));
         group.bench_function("ring_raw_sign", |b| {
             b.iter(|| black_box(key.sign_raw(black_box(&signing_input)).expect("sign")))
