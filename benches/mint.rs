@@ -8,6 +8,7 @@ use latchkey::signing::SigningKey;
 use latchkey_verifier::jwk::SigningAlgorithm;
 use latchkey_verifier::{AccessClaims, Audience, Role, StatusClaim, StatusListRef};
 use std::hint::black_box;
+use std::time::{Duration, Instant};
 
 fn claims() -> AccessClaims {
     AccessClaims {
@@ -51,7 +52,39 @@ fn bench_mint(c: &mut Criterion) {
             b.iter(|| black_box(key.mint(black_box(&claims)).expect("mint")))
         });
         group.finish();
+        paired_ratio(alg.as_str(), &|| key.sign_raw(&signing_input).expect("sign"), &|| {
+            key.mint(&claims).expect("mint")
+        });
     }
+}
+
+/// Alternates the two calls so both see the same machine load, and reports
+/// the median and minimum of each: on a shared machine this ratio is steadier
+/// than two criterion groups measured seconds apart.
+fn paired_ratio<A, B>(name: &str, raw: &impl Fn() -> A, mint: &impl Fn() -> B) {
+    const CALLS: usize = 5_000;
+    let mut raw_times = Vec::with_capacity(CALLS);
+    let mut mint_times = Vec::with_capacity(CALLS);
+    for _ in 0..CALLS {
+        let start = Instant::now();
+        black_box(raw());
+        let mid = Instant::now();
+        black_box(mint());
+        mint_times.push(mid.elapsed());
+        raw_times.push(mid - start);
+    }
+    raw_times.sort_unstable();
+    mint_times.sort_unstable();
+    let ratio = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64();
+    println!(
+        "mint/{name}: paired latchkey_mint / ring_raw_sign over {CALLS} calls: median {:.3} ({:.2?} vs {:.2?}), min {:.3} ({:.2?} vs {:.2?})",
+        ratio(mint_times[CALLS / 2], raw_times[CALLS / 2]),
+        mint_times[CALLS / 2],
+        raw_times[CALLS / 2],
+        ratio(mint_times[0], raw_times[0]),
+        mint_times[0],
+        raw_times[0],
+    );
 }
 
 criterion_group!(benches, bench_mint);
