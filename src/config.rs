@@ -97,6 +97,10 @@ pub struct Config {
     pub keys_dir: PathBuf,
     /// Without a trailing slash.
     pub issuer: String,
+    /// Whether `issuer` was set (flag, environment or file) rather than
+    /// derived from `listen`; a derived one yields to the issuer recorded
+    /// when the data directory was initialised.
+    pub issuer_explicit: bool,
     pub audience: Audience,
     pub bootstrap_token_file: Option<PathBuf>,
     pub signing_algorithm: SigningAlgorithm,
@@ -130,6 +134,7 @@ impl Default for Config {
             data_dir: PathBuf::from("./data"),
             keys_dir: PathBuf::from("./keys"),
             issuer: format!("http://{listen}"),
+            issuer_explicit: false,
             audience: Audience::One("latchkey".into()),
             bootstrap_token_file: None,
             signing_algorithm: SigningAlgorithm::EdDSA,
@@ -170,6 +175,7 @@ impl Config {
         if let Some(dir) = args.keys_dir.clone().or(file.keys_dir) {
             config.keys_dir = dir;
         }
+        config.issuer_explicit = args.issuer.is_some() || file.issuer.is_some();
         config.issuer = match args.issuer.clone().or(file.issuer) {
             Some(url) => validate_issuer(&url)?,
             None => format!("http://{}", config.listen),

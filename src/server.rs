@@ -12,13 +12,15 @@ use crate::service;
 pub async fn serve(config: Config) -> Result<(), String> {
     let listen = config.listen;
     let token_file = config.bootstrap_token_file.clone();
-    let opened = service::open(config, Arc::new(SystemClock)).await?;
-    let state = opened.state;
+    // Bind first: a taken port must fail before anything is initialised.
     let listener = TcpListener::bind(listen)
         .await
         .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+    let opened = service::open(config, Arc::new(SystemClock)).await?;
+    let state = opened.state;
     if let Some(token) = &opened.bootstrap {
         service::deliver_token(token, token_file.as_deref(), "bootstrap admin")?;
+        service::confirm_bootstrap_delivered(&state).await?;
     }
     tracing::info!(listen = %listen, issuer = %state.config.issuer, "latchkey is serving");
     let maintenance = crate::rotation::spawn_maintenance(state.clone());

@@ -16,6 +16,11 @@ use crate::validation::{DEFAULT_EXPIRY_MONTHS, ValidNewKey, add_months};
 
 /// Name of the admin key created on first start.
 pub const BOOTSTRAP_KEY_NAME: &str = "bootstrap-admin";
+/// `meta` entry holding the id of a bootstrap key whose token was not yet
+/// handed over; such a key is replaced on the next start.
+const META_BOOTSTRAP_PENDING: &[u8] = b"bootstrap_pending";
+/// `meta` entry holding the issuer recorded at initialisation.
+const META_ISSUER: &[u8] = b"issuer";
 
 /// A token to hand to the operator once. `Debug` never shows it.
 pub struct OneTimeToken {
@@ -41,10 +46,11 @@ pub struct Opened {
 }
 
 /// Opens (and on an empty data directory, initialises) the service.
-pub async fn open(config: Config, clock: SharedClock) -> Result<Opened, String> {
+pub async fn open(mut config: Config, clock: SharedClock) -> Result<Opened, String> {
     latchkey_verifier::install_ring_provider();
     let db = registry::open_db(&config.data_dir)?;
     let registry = Registry::open(db, config.status_list_capacity).map_err(|e| e.to_string())?;
+    pin_issuer(&registry, &mut config)?;
     let now = clock.now();
     if !KeyRing::is_initialised(registry.signing_keys_tree()) {
         let info = KeyRing::initialise(
@@ -69,14 +75,92 @@ pub async fn open(config: Config, clock: SharedClock) -> Result<Opened, String> 
     }
     let keyring = KeyRing::open(registry.signing_keys_tree().clone(), &config.keys_dir)
         .map_err(|e| e.to_string())?;
-    let needs_bootstrap = registry.key_count() == 0;
+    let pending = registry
+        .meta_tree()
+        .get(META_BOOTSTRAP_PENDING)
+        .map_err(|e| e.to_string())?
+        .map(|v| String::from_utf8_lossy(&v).into_owned());
+    let empty = registry.key_count() == 0;
     let state = AppState::new(config, registry, keyring, clock);
-    let bootstrap = if needs_bootstrap {
-        Some(mint_admin(&state, BOOTSTRAP_KEY_NAME, "Created on first start", "init").await?)
-    } else {
-        None
+    let bootstrap = match (empty, pending) {
+        (true, _) => Some(mint_bootstrap(&state, BOOTSTRAP_KEY_NAME).await?),
+        (false, Some(undelivered)) => {
+            // The last start minted a bootstrap key but never handed its token
+            // over (it crashed, or could not write the token file): that key
+            // is useless, so revoke it and make a new one.
+            match state
+                .registry
+                .revoke(&Actor::bootstrap(), &undelivered, state.now())
+                .await
+            {
+                Ok(_)
+                | Err(
+                    registry::RegistryError::NotFound | registry::RegistryError::AlreadyRevoked,
+                ) => {}
+                Err(e) => {
+                    return Err(format!(
+                        "could not replace the undelivered bootstrap key: {e}"
+                    ));
+                }
+            }
+            let mut n = 2;
+            loop {
+                let name = format!("{BOOTSTRAP_KEY_NAME}-{n}");
+                match mint_bootstrap(&state, &name).await {
+                    Ok(token) => break Some(token),
+                    Err(e) if e.contains("already exists") && n < 1000 => n += 1,
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        (false, None) => None,
     };
     Ok(Opened { state, bootstrap })
+}
+
+/// Keeps `iss` stable: a derived issuer yields to the one recorded when the
+/// data directory was initialised (tokens are bound to it); an explicit one
+/// is recorded.
+fn pin_issuer(registry: &Registry, config: &mut Config) -> Result<(), String> {
+    let meta = registry.meta_tree();
+    let recorded = meta
+        .get(META_ISSUER)
+        .map_err(|e| e.to_string())?
+        .map(|v| String::from_utf8_lossy(&v).into_owned());
+    match recorded {
+        Some(recorded) if !config.issuer_explicit => config.issuer = recorded,
+        Some(recorded) if recorded == config.issuer => {}
+        other => {
+            if let Some(old) = other {
+                tracing::warn!(old = %old, new = %config.issuer, "the issuer changed: tokens issued as the old issuer will be refused");
+            }
+            meta.insert(META_ISSUER, config.issuer.as_bytes())
+                .map_err(|e| e.to_string())?;
+        }
+    }
+    Ok(())
+}
+
+async fn mint_bootstrap(state: &AppState, name: &str) -> Result<OneTimeToken, String> {
+    let token = mint_admin(state, name, "Created on first start", "bootstrap").await?;
+    state
+        .registry
+        .meta_tree()
+        .insert(META_BOOTSTRAP_PENDING, token.key_id.as_bytes())
+        .map_err(|e| e.to_string())?;
+    state.registry.flush().await.map_err(|e| e.to_string())?;
+    Ok(token)
+}
+
+/// Records that the bootstrap token reached the operator, so it is never
+/// replaced.
+pub async fn confirm_bootstrap_delivered(state: &AppState) -> Result<(), String> {
+    state
+        .registry
+        .meta_tree()
+        .remove(META_BOOTSTRAP_PENDING)
+        .map_err(|e| e.to_string())?;
+    state.registry.flush().await.map_err(|e| e.to_string())
 }
 
 /// Mints a `global_admin` key as the bootstrap actor (first start, recovery).

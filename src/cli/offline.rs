@@ -33,6 +33,7 @@ pub async fn init(args: &ServerArgs) -> Result<(), CliError> {
     match opened.bootstrap {
         Some(token) => {
             service::deliver_token(&token, token_file.as_deref(), "bootstrap admin")?;
+            service::confirm_bootstrap_delivered(&opened.state).await?;
             eprintln!(
                 "latchkey: initialised {}",
                 opened.state.config.data_dir.display()
@@ -58,8 +59,10 @@ pub async fn recover_admin(args: &RecoverAdminArgs) -> Result<(), CliError> {
     }
     let opened = service::open(config, Arc::new(SystemClock)).await?;
     if let Some(token) = opened.bootstrap {
-        // The registry was empty: initialisation already made an admin key.
+        // The registry was empty (or its bootstrap token never reached anyone):
+        // that admin key is the recovery.
         service::deliver_token(&token, args.token_file.as_deref(), "bootstrap admin")?;
+        service::confirm_bootstrap_delivered(&opened.state).await?;
         return Ok(());
     }
     let name = args.name.clone().unwrap_or_else(|| {

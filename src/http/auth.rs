@@ -175,6 +175,12 @@ fn refusal(e: VerifyError) -> (&'static str, String) {
 }
 
 fn bearer_token(parts: &Parts) -> Result<&str, (&'static str, String)> {
+    if parts.headers.get_all(header::AUTHORIZATION).iter().count() > 1 {
+        return Err((
+            "malformed_header",
+            "send exactly one Authorization header".to_owned(),
+        ));
+    }
     let value = parts.headers.get(header::AUTHORIZATION).ok_or((
         "missing_token",
         "send your access key as Authorization: Bearer <key>".to_owned(),

@@ -75,13 +75,43 @@ async fn record_request(State(_state): State<AppState>, request: Request, next: 
     metrics::counter!("latchkey_http_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => status.as_u16().to_string()).increment(1);
     metrics::histogram!("latchkey_http_request_duration_seconds", "method" => method, "route" => route)
         .record(started.elapsed().as_secs_f64());
-    if status == StatusCode::PAYLOAD_TOO_LARGE
-        && response
-            .headers()
-            .get(axum::http::header::CONTENT_TYPE)
-            .is_none_or(|v| v != error::PROBLEM_JSON)
-    {
-        return ApiError::PayloadTooLarge.into_response();
+    let is_problem = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .is_some_and(|v| v == error::PROBLEM_JSON);
+    if (status.is_client_error() || status.is_server_error()) && !is_problem {
+        return as_problem(status, response).await;
     }
     response
+}
+
+/// Rewrites an error that a framework extractor answered in plain text (a
+/// path parameter that is not UTF-8, say) as a problem document.
+async fn as_problem(status: StatusCode, response: Response) -> Response {
+    if status == StatusCode::PAYLOAD_TOO_LARGE {
+        return ApiError::PayloadTooLarge.into_response();
+    }
+    if status.is_server_error() {
+        return ApiError::Internal(format!("unhandled {status} response")).into_response();
+    }
+    let text = match axum::body::to_bytes(response.into_body(), 4096).await {
+        Ok(bytes) if !bytes.is_empty() => String::from_utf8_lossy(&bytes).into_owned(),
+        _ => status
+            .canonical_reason()
+            .unwrap_or("request refused")
+            .to_owned(),
+    };
+    let error = match status {
+        StatusCode::NOT_FOUND => ApiError::NotFound(text),
+        StatusCode::METHOD_NOT_ALLOWED => ApiError::MethodNotAllowed,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::UnsupportedMediaType(text),
+        StatusCode::UNAUTHORIZED => ApiError::Unauthorized(text),
+        StatusCode::FORBIDDEN => ApiError::Forbidden(text),
+        StatusCode::UNPROCESSABLE_ENTITY => ApiError::Validation {
+            detail: text.clone(),
+            errors: vec![crate::validation::FieldError::new("body", text)],
+        },
+        _ => ApiError::BadRequest(text),
+    };
+    error.into_response()
 }

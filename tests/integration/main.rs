@@ -5,9 +5,11 @@
 // In tests a panic is the failure report, helpers included.
 #![allow(clippy::unwrap_used)]
 
+mod attacks;
 mod audit_log;
 mod auth_matrix;
 mod cli;
+mod crash;
 mod keys_api;
 mod public_docs;
 mod status_rotation;
