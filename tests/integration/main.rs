@@ -14,3 +14,4 @@ mod keys_api;
 mod public_docs;
 mod status_rotation;
 mod support;
+mod external;
