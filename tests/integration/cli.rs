@@ -646,3 +646,85 @@ async fn an_undeliverable_bootstrap_token_is_not_lost() {
     assert_eq!(server.get("/v1/keys", &read_token(&fresh)).await.0, 200);
     server.stop().await;
 }
+
+/// RS256 comes only from an imported key (ring cannot generate RSA): import
+/// a PKCS#8 PEM offline, and the next start signs RS256 tokens that an
+/// independent JOSE library verifies against the served JWKS.
+#[tokio::test]
+async fn an_imported_rsa_key_signs_rs256_tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let keys = dir.path().join("keys");
+    let token_file = dir.path().join("bootstrap.token");
+    ok(&run(latchkey()
+        .arg("init")
+        .arg("--data-dir")
+        .arg(&data)
+        .arg("--keys-dir")
+        .arg(&keys)
+        .arg("--bootstrap-token-file")
+        .arg(&token_file)));
+    let admin = read_token(&token_file);
+
+    let garbage = dir.path().join("not-a-key.pem");
+    std::fs::write(&garbage, "hello").unwrap();
+    let refused = run(latchkey()
+        .args(["signing-keys", "import", "--alg", "RS256", "--pem"])
+        .arg(&garbage)
+        .arg("--data-dir")
+        .arg(&data)
+        .arg("--keys-dir")
+        .arg(&keys));
+    assert!(!refused.success);
+    assert!(refused.stderr.contains("PKCS#8 PEM"), "{}", refused.stderr);
+
+    let pem = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/rsa-2048-test-only.pem");
+    let imported = run(latchkey()
+        .args(["signing-keys", "import", "--alg", "RS256", "--now", "--pem"])
+        .arg(&pem)
+        .arg("--data-dir")
+        .arg(&data)
+        .arg("--keys-dir")
+        .arg(&keys));
+    ok(&imported);
+    assert!(imported.stdout.contains("RS256") && imported.stdout.contains("active"), "{}", imported.stdout);
+
+    let server = Server::start(dir.path(), &[]).await;
+    let client = http();
+    // The bootstrap token, signed by the generated Ed25519 key, still works.
+    let created: Value = client
+        .post(format!("{}/v1/keys", server.base))
+        .bearer_auth(&admin)
+        .json(&json!({"name": "rsa-signed", "roles": ["global_viewer"]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = created["token"].as_str().unwrap();
+    let header = crate::support::header_of(token);
+    assert_eq!(header["alg"], "RS256");
+    let jwks: jsonwebtoken::jwk::JwkSet = client
+        .get(format!("{}/.well-known/jwks.json", server.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let jwk = jwks.find(header["kid"].as_str().unwrap()).expect("the RSA key is published");
+    latchkey_verifier::install_ring_provider();
+    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS256);
+    validation.set_audience(&["latchkey"]);
+    let decoded = jsonwebtoken::decode::<Value>(
+        token,
+        &jsonwebtoken::DecodingKey::from_jwk(jwk).unwrap(),
+        &validation,
+    )
+    .expect("an independent JOSE library accepts the RS256 token");
+    assert_eq!(decoded.claims["name"], "rsa-signed");
+    // And latchkey accepts it on its own API.
+    let (status, _) = server.get("/v1/keys?limit=1", token).await;
+    assert_eq!(status, 200);
+}
