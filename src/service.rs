@@ -52,6 +52,7 @@ pub async fn open(mut config: Config, clock: SharedClock) -> Result<Opened, Stri
     let registry = Registry::open(db, config.status_list_capacity).map_err(|e| e.to_string())?;
     pin_issuer(&registry, &mut config)?;
     let now = clock.now();
+    let now = now.replace_nanosecond(0).unwrap_or(now);
     if !KeyRing::is_initialised(registry.signing_keys_tree()) {
         let info = KeyRing::initialise(
             registry.signing_keys_tree(),
