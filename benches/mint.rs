@@ -52,9 +52,11 @@ fn bench_mint(c: &mut Criterion) {
             b.iter(|| black_box(key.mint(black_box(&claims)).expect("mint")))
         });
         group.finish();
-        paired_ratio(alg.as_str(), &|| key.sign_raw(&signing_input).expect("sign"), &|| {
-            key.mint(&claims).expect("mint")
-        });
+        paired_ratio(
+            alg.as_str(),
+            &|| key.sign_raw(&signing_input).expect("sign"),
+            &|| key.mint(&claims).expect("mint"),
+        );
     }
 }
 
