@@ -3,8 +3,8 @@
 FROM rust:1.88-bookworm AS build
 WORKDIR /src
 COPY . .
-RUN cargo build --release --locked --bin latchkey --example downstream \
- && cp target/release/latchkey target/release/examples/downstream /usr/local/bin/
+RUN cargo build --release --locked -p latchkey --bin latchkey -p downstream --bin downstream \
+ && cp target/release/latchkey target/release/downstream /usr/local/bin/
 
 FROM debian:bookworm-slim
 RUN useradd --system --uid 10001 --home-dir /var/lib/latchkey latchkey \

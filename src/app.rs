@@ -30,6 +30,8 @@ pub struct AppInner {
     pub metrics: PrometheusHandle,
     /// Signed status list tokens, cached per list.
     pub status_documents: crate::http::status::StatusDocuments,
+    /// Open `/v1/status/stream` connections.
+    pub stream_subscribers: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Deref for AppState {
@@ -64,6 +66,7 @@ impl AppState {
             metadata,
             metrics: crate::metrics::handle(),
             status_documents: Default::default(),
+            stream_subscribers: Default::default(),
         }))
     }
 

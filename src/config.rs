@@ -74,6 +74,7 @@ pub struct FileConfig {
     pub jwks_max_age_secs: Option<u64>,
     pub rotation_lead_time_secs: Option<u64>,
     pub rotation_period_days: Option<u32>,
+    pub max_stream_subscribers: Option<usize>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -114,6 +115,8 @@ pub struct Config {
     pub rotation_lead_time_secs: u64,
     /// Automatic rotation period; `None` when off.
     pub rotation_period_days: Option<u32>,
+    /// Most concurrent `/v1/status/stream` subscribers; more get 503.
+    pub max_stream_subscribers: usize,
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -145,6 +148,7 @@ impl Default for Config {
             jwks_max_age_secs: 300,
             rotation_lead_time_secs: 3600,
             rotation_period_days: Some(90),
+            max_stream_subscribers: 10_000,
         }
     }
 }
@@ -259,6 +263,14 @@ impl Config {
                 )));
             }
             config.rotation_lead_time_secs = lead;
+        }
+        if let Some(max) = file.max_stream_subscribers {
+            if !(1..=1_000_000).contains(&max) {
+                return Err(ConfigError(format!(
+                    "max_stream_subscribers = {max}: use 1 to 1000000"
+                )));
+            }
+            config.max_stream_subscribers = max;
         }
         if let Some(days) = args.rotation_period_days.or(file.rotation_period_days) {
             config.rotation_period_days = (days > 0).then_some(days);

@@ -858,6 +858,12 @@ impl Registry {
         Ok(false)
     }
 
+    /// Whether the registry holds no key: O(1), where [`Registry::key_count`]
+    /// walks every record (seconds, and the whole tree in memory, at a million).
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
     /// Number of keys in the registry.
     pub fn key_count(&self) -> usize {
         self.keys.len()

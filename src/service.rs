@@ -81,7 +81,7 @@ pub async fn open(mut config: Config, clock: SharedClock) -> Result<Opened, Stri
         .get(META_BOOTSTRAP_PENDING)
         .map_err(|e| e.to_string())?
         .map(|v| String::from_utf8_lossy(&v).into_owned());
-    let empty = registry.key_count() == 0;
+    let empty = registry.is_empty();
     let state = AppState::new(config, registry, keyring, clock);
     let bootstrap = match (empty, pending) {
         (true, _) => Some(mint_bootstrap(&state, BOOTSTRAP_KEY_NAME).await?),

@@ -172,6 +172,12 @@ impl StatusBoard {
             .get((slot % self.capacity) as usize)
     }
 
+    /// The encoded `lst` of `list` if it is already encoded: never compresses,
+    /// so it may run on an async worker.
+    pub fn encoded_if_ready(&self, list: u64) -> Option<EncodedList> {
+        self.lock().lists.get(list as usize)?.encoded.clone()
+    }
+
     /// The encoded `lst` of `list`, compressing only if it changed since the last call.
     pub fn encoded(&self, list: u64) -> Option<EncodedList> {
         let (version, snapshot) = {

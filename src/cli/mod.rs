@@ -6,6 +6,7 @@ pub mod client;
 pub mod keys;
 pub mod offline;
 pub mod signing_keys;
+pub mod verify;
 
 use clap::{Parser, Subcommand};
 
@@ -36,9 +37,11 @@ pub enum Command {
     Keys(keys::KeysCommand),
     /// Read or verify the audit log.
     Audit(audit::AuditArgs),
-    /// Inspect signing keys.
+    /// Inspect, rotate and retire signing keys.
     #[command(subcommand)]
     SigningKeys(signing_keys::SigningKeysCommand),
+    /// Verify an access key offline against an issuer's JWKS and status lists.
+    Verify(verify::VerifyArgs),
 }
 
 /// A command's failure: the message to print and the exit code.
@@ -77,6 +80,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Keys(command) => keys::run(command).await,
         Command::Audit(args) => audit::run(args).await,
         Command::SigningKeys(command) => signing_keys::run(command).await,
+        Command::Verify(args) => verify::run(args).await,
     }
 }
 

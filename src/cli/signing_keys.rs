@@ -18,7 +18,7 @@ pub enum SigningKeysCommand {
     /// Emergency: remove a key from the JWKS; every token it signed stops verifying.
     Retire(RetireArgs),
     /// Offline (server stopped): add a PKCS#8 PEM private key, e.g. RSA for RS256.
-    Import(ImportArgs),
+    Import(Box<ImportArgs>),
 }
 
 #[derive(Debug, clap::Args)]
@@ -129,7 +129,7 @@ pub async fn run(command: SigningKeysCommand) -> Result<(), CliError> {
                 .ok_or_else(|| CliError::new("the server sent an empty response"))?;
             print_info(&info, args.client.json)
         }
-        SigningKeysCommand::Import(args) => import(args).await,
+        SigningKeysCommand::Import(args) => import(*args).await,
     }
 }
 

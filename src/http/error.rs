@@ -46,6 +46,8 @@ pub enum ApiError {
         detail: String,
         errors: Vec<FieldError>,
     },
+    /// The service is at a limit (503); the detail says what to do instead.
+    Unavailable(String),
     Internal(String),
 }
 
@@ -71,6 +73,7 @@ impl ApiError {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported-media-type")
             }
             ApiError::Validation { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "validation"),
+            ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }
@@ -84,7 +87,8 @@ impl IntoResponse for ApiError {
             | ApiError::Unauthorized(d)
             | ApiError::Forbidden(d)
             | ApiError::NotFound(d)
-            | ApiError::UnsupportedMediaType(d) => (d, None),
+            | ApiError::UnsupportedMediaType(d)
+            | ApiError::Unavailable(d) => (d, None),
             ApiError::MethodNotAllowed => (
                 "this method is not allowed on this path; see /openapi.json".into(),
                 None,

@@ -278,6 +278,7 @@ pub async fn get_key(
         (status = 403, body = Problem, content_type = "application/problem+json"),
         (status = 404, body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The key is revoked", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body over 64 KiB", body = Problem, content_type = "application/problem+json"),
         (status = 415, body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "A field other than description, or a description over 1000 characters", body = Problem, content_type = "application/problem+json"),
     ))]
@@ -359,6 +360,8 @@ pub async fn update_key(
         (status = 403, body = Problem, content_type = "application/problem+json"),
         (status = 404, body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The key is revoked", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body over 64 KiB", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Body is not JSON", body = Problem, content_type = "application/problem+json"),
         (status = 422, body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn renew_key(
@@ -403,17 +406,12 @@ pub fn optional_json<T: serde::de::DeserializeOwned + Default>(
             "send the body as JSON with Content-Type: application/json".into(),
         ));
     }
-    let mut de = serde_json::Deserializer::from_slice(body);
-    let value = T::deserialize(&mut de).and_then(|v| de.end().map(|_| v));
-    value.map_err(|e| {
-        if e.is_syntax() || e.is_eof() {
-            ApiError::BadRequest(format!("the body is not valid JSON: {e}"))
-        } else {
-            ApiError::Validation {
-                detail: format!("the body does not have the expected shape: {e}"),
-                errors: vec![FieldError::new("body", e.to_string())],
-            }
-        }
+    // Syntax first (400), then shape (422): `[null, null]` is JSON of the wrong shape.
+    let value: serde_json::Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::BadRequest(format!("the body is not valid JSON: {e}")))?;
+    serde_json::from_value(value).map_err(|e| ApiError::Validation {
+        detail: format!("the body does not have the expected shape: {e}"),
+        errors: vec![FieldError::new("body", e.to_string())],
     })
 }
 

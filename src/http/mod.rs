@@ -5,11 +5,13 @@ pub mod audit;
 pub mod auth;
 pub mod console;
 pub mod error;
+pub mod introspect;
 pub mod keys;
 pub mod openapi;
 pub mod ops;
 pub mod signing_keys;
 pub mod status;
+pub mod usage;
 pub mod well_known;
 
 use std::time::Instant;
@@ -27,6 +29,8 @@ use error::ApiError;
 
 /// Largest request body accepted (contract §3).
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
+/// How long a request body may take to arrive.
+pub const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
 
 /// Builds the whole application; the binary and the tests both call this.
 pub fn router(state: AppState) -> Router {
@@ -35,6 +39,8 @@ pub fn router(state: AppState) -> Router {
         .merge(audit::router())
         .merge(signing_keys::router())
         .merge(status::router())
+        .merge(introspect::router())
+        .merge(usage::router())
         .merge(well_known::router())
         .merge(ops::router())
         .merge(openapi::router())
@@ -42,6 +48,10 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
+        // A client that stops sending its body half-way does not hold a task forever.
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
+            BODY_TIMEOUT,
+        ))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             record_request,

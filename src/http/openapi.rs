@@ -26,6 +26,8 @@ use crate::app::AppState;
         crate::http::signing_keys::list_signing_keys,
         crate::http::signing_keys::rotate_signing_key,
         crate::http::signing_keys::retire_signing_key,
+        crate::http::introspect::introspect,
+        crate::http::usage::report_usage,
         crate::http::status::list_index,
         crate::http::status::status_list,
         crate::http::status::stream_changes,

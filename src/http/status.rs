@@ -135,12 +135,18 @@ async fn documents_for(state: &AppState, list: u64) -> Result<CachedList, ApiErr
             .map_err(|_| ApiError::Internal("status cache lock poisoned".into()))?;
         documents.get(&list).cloned()
     };
-    // Compression of a large list takes milliseconds: keep it off the async workers.
-    let board_state = state.clone();
-    let encoded = tokio::task::spawn_blocking(move || board_state.registry.board().encoded(list))
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?
-        .ok_or_else(|| ApiError::NotFound(format!("status list {list} does not exist")))?;
+    // Compression of a large list takes milliseconds: keep it off the async
+    // workers, but hand off only when there is something to compress.
+    let encoded = match board.encoded_if_ready(list) {
+        Some(encoded) => encoded,
+        None => {
+            let board_state = state.clone();
+            tokio::task::spawn_blocking(move || board_state.registry.board().encoded(list))
+                .await
+                .map_err(|e| ApiError::Internal(e.to_string()))?
+                .ok_or_else(|| ApiError::NotFound(format!("status list {list} does not exist")))?
+        }
+    };
     if let Some(cached) = version_now
         && cached.version == encoded.version
         && cached.kid == active.kid()
@@ -212,11 +218,13 @@ fn reset_event(seq: u64, reason: &str) -> Event {
 /// Server-Sent Events: `ready`, then one `status` event per change (id = sequence).
 #[utoipa::path(get, path = "/v1/status/stream", tag = "public",
     params(("Last-Event-ID" = Option<String>, Header, description = "Last sequence seen; missed events are replayed, or a `reset` event says to re-fetch the lists")),
-    responses((status = 200, description = "text/event-stream of `ready`, `status` and `reset` events", content_type = "text/event-stream", body = String)))]
+    responses((status = 200, description = "text/event-stream of `ready`, `status` and `reset` events", content_type = "text/event-stream", body = String),
+              (status = 503, description = "Too many subscribers", body = crate::http::error::Problem, content_type = "application/problem+json")))]
 pub async fn stream_changes(
     State(state): State<AppState>,
     headers: HeaderMap,
-) -> impl IntoResponse {
+) -> Result<impl IntoResponse, ApiError> {
+    let guard = SubscriberGauge::enter(&state)?;
     let last_seen = headers
         .get("last-event-id")
         .map(|v| v.to_str().ok().and_then(|s| s.trim().parse::<u64>().ok()));
@@ -229,7 +237,6 @@ pub async fn stream_changes(
         Some(Some(seen)) => state.registry.board().subscribe(Some(seen)),
         None => state.registry.board().subscribe(None),
     };
-    metrics::gauge!("latchkey_status_stream_subscribers").increment(1.0);
     let mut initial = vec![
         Event::default()
             .event("ready")
@@ -261,7 +268,6 @@ pub async fn stream_changes(
         };
         std::future::ready(event.map(Ok::<Event, Infallible>))
     });
-    let guard = SubscriberGauge;
     let events: std::pin::Pin<Box<dyn Stream<Item = Result<Event, Infallible>> + Send>> = Box::pin(
         stream::iter(initial.into_iter().map(Ok))
             .chain(live)
@@ -270,14 +276,35 @@ pub async fn stream_changes(
                 e
             }),
     );
-    Sse::new(events).keep_alive(KeepAlive::new().interval(KEEP_ALIVE).text("keep-alive"))
+    Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(KEEP_ALIVE).text("keep-alive")))
 }
 
 /// Decrements the subscriber gauge when a stream ends.
-struct SubscriberGauge;
+struct SubscriberGauge(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+impl SubscriberGauge {
+    /// Counts a subscriber for as long as its stream lives, refusing one over the limit.
+    fn enter(state: &AppState) -> Result<SubscriberGauge, ApiError> {
+        use std::sync::atomic::Ordering;
+        let count = std::sync::Arc::clone(&state.stream_subscribers);
+        let previous = count.fetch_add(1, Ordering::SeqCst);
+        let gauge = SubscriberGauge(count);
+        if previous >= state.config.max_stream_subscribers {
+            return Err(ApiError::Unavailable(
+                "too many status stream subscribers; poll /v1/status/{list} (its ttl says how often) or retry later".into(),
+            ));
+        }
+        metrics::gauge!("latchkey_status_stream_subscribers").set(previous as f64 + 1.0);
+        Ok(gauge)
+    }
+}
 
 impl Drop for SubscriberGauge {
     fn drop(&mut self) {
-        metrics::gauge!("latchkey_status_stream_subscribers").decrement(1.0);
+        let left = self
+            .0
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst)
+            .saturating_sub(1);
+        metrics::gauge!("latchkey_status_stream_subscribers").set(left as f64);
     }
 }

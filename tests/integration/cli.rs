@@ -687,7 +687,11 @@ async fn an_imported_rsa_key_signs_rs256_tokens() {
         .arg("--keys-dir")
         .arg(&keys));
     ok(&imported);
-    assert!(imported.stdout.contains("RS256") && imported.stdout.contains("active"), "{}", imported.stdout);
+    assert!(
+        imported.stdout.contains("RS256") && imported.stdout.contains("active"),
+        "{}",
+        imported.stdout
+    );
 
     let server = Server::start(dir.path(), &[]).await;
     let client = http();
@@ -713,7 +717,9 @@ async fn an_imported_rsa_key_signs_rs256_tokens() {
         .json()
         .await
         .unwrap();
-    let jwk = jwks.find(header["kid"].as_str().unwrap()).expect("the RSA key is published");
+    let jwk = jwks
+        .find(header["kid"].as_str().unwrap())
+        .expect("the RSA key is published");
     latchkey_verifier::install_ring_provider();
     let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS256);
     validation.set_audience(&["latchkey"]);

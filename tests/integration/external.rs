@@ -26,7 +26,10 @@ fn run_suite(script: &str) {
         output.status
     );
     // Echo the suite's own summary into the test output.
-    for line in stdout.lines().filter(|l| l.starts_with("# ") || l.contains("passed") || l.contains("failed")) {
+    for line in stdout
+        .lines()
+        .filter(|l| l.starts_with("# ") || l.contains("passed") || l.contains("failed"))
+    {
         println!("{line}");
     }
 }

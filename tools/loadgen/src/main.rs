@@ -1,0 +1,189 @@
+//! `loadgen`: HTTP load tool for latchkey, on loopback only.
+//!
+//! Scenarios (subcommands): `create-keys`, `get`, `compare` (a target
+//! document against a static-bytes axum handler serving the same bytes, in
+//! one run), `seed` (a registry of N keys, in-process through the library),
+//! `startup` (start-up time, resident memory and list latency of a seeded
+//! registry), `fsync-probe` (the disk's fsync latency, the floor under
+//! durable writes) and `summary` (the results file as a Markdown table).
+//! See `tools/loadgen/README.md` and `docs/benchmarks.md`.
+
+mod load;
+mod scenarios;
+mod seed;
+mod servers;
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "loadgen",
+    about = "HTTP load tool for latchkey (loopback only)"
+)]
+struct Cli {
+    /// Append each scenario's figures as one JSON line to this file.
+    #[arg(long, global = true, value_name = "FILE")]
+    results: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Which server to load: a running one, or a `latchkey serve` child.
+#[derive(Args, Clone)]
+struct Target {
+    /// Base URL of a running latchkey, e.g. http://127.0.0.1:8080 (loopback only).
+    #[arg(long, value_name = "URL", conflicts_with = "spawn")]
+    server: Option<String>,
+    /// Start this latchkey binary (`serve`) on a free 127.0.0.1 port and a
+    /// temporary data directory, and stop it at the end.
+    #[arg(long, value_name = "BIN")]
+    spawn: Option<PathBuf>,
+    /// File with the bearer token (the bootstrap admin's, for a spawned server).
+    #[arg(long, value_name = "FILE")]
+    token_file: Option<PathBuf>,
+}
+
+#[derive(Args, Clone)]
+struct LoadOpts {
+    /// Concurrent keep-alive connections.
+    #[arg(long, default_value_t = 64)]
+    connections: usize,
+    /// Measured time (10s, 500ms, 1m).
+    #[arg(long, default_value = "10s", value_parser = load::parse_duration)]
+    duration: std::time::Duration,
+    /// Unmeasured time before it.
+    #[arg(long, default_value = "1s", value_parser = load::parse_duration)]
+    warmup: std::time::Duration,
+    /// Stop after this many requests (warm-up included), if sooner.
+    #[arg(long)]
+    requests: Option<u64>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// POST /v1/keys with unique names (load-<run>-<n>): keys/s and latency.
+    CreateKeys {
+        #[command(flatten)]
+        target: Target,
+        #[command(flatten)]
+        load: LoadOpts,
+    },
+    /// Repeated GETs of one URL: requests/s and latency.
+    Get {
+        #[command(flatten)]
+        target: Target,
+        /// Full URL (with --server's host) or, with --spawn, only the path is used.
+        #[arg(long, value_name = "URL", conflicts_with = "path")]
+        url: Option<String>,
+        /// Path and query, e.g. /.well-known/jwks.json.
+        #[arg(long)]
+        path: Option<String>,
+        /// Extra request header, "Name: value" (repeatable).
+        #[arg(long = "header", short = 'H')]
+        headers: Vec<String>,
+        /// Send the token as Authorization: Bearer.
+        #[arg(long)]
+        auth: bool,
+        #[command(flatten)]
+        load: LoadOpts,
+        /// Label in the results.
+        #[arg(long)]
+        label: Option<String>,
+    },
+    /// A GET target against an in-process axum handler serving the same
+    /// bytes, alternating baseline/target (ABBA), in one run; prints the ratio.
+    Compare {
+        #[command(flatten)]
+        target: Target,
+        /// Path and query, e.g. /v1/status/0.
+        #[arg(long)]
+        path: String,
+        #[arg(long = "header", short = 'H')]
+        headers: Vec<String>,
+        #[arg(long)]
+        auth: bool,
+        #[command(flatten)]
+        load: LoadOpts,
+        /// Pairs of (baseline, target) segments, each --duration long.
+        #[arg(long, default_value_t = 2)]
+        rounds: usize,
+        /// Target ratio target/baseline.
+        #[arg(long, default_value_t = 0.8)]
+        min_ratio: f64,
+        #[arg(long)]
+        label: Option<String>,
+    },
+    /// Fill a new registry with N real keys, in-process (latchkey library).
+    Seed {
+        #[arg(long)]
+        data_dir: PathBuf,
+        #[arg(long)]
+        keys_dir: PathBuf,
+        /// Where the bootstrap admin token goes (0600).
+        #[arg(long)]
+        token_file: PathBuf,
+        #[arg(long, default_value_t = 1_000_000)]
+        count: u64,
+        /// Creating threads (signing runs in parallel; commits are serialised).
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+        /// Flush to disk every this many keys.
+        #[arg(long, default_value_t = 50_000)]
+        flush_every: u64,
+    },
+    /// Start `latchkey serve` on a (seeded) data directory: time until
+    /// /healthz answers, VmRSS after start, then a list load and VmRSS after.
+    Startup {
+        /// The latchkey binary.
+        #[arg(long)]
+        latchkey_bin: PathBuf,
+        #[arg(long)]
+        data_dir: PathBuf,
+        #[arg(long)]
+        keys_dir: PathBuf,
+        /// Token for the list load (seed writes it).
+        #[arg(long)]
+        token_file: PathBuf,
+        /// Start-ups to time (the list load runs after the last).
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        /// Path of the list load.
+        #[arg(long, default_value = "/v1/keys?limit=50")]
+        path: String,
+        #[command(flatten)]
+        load: LoadOpts,
+    },
+    /// fsync latency of 4 KiB appends in DIR: the floor under a durable write.
+    FsyncProbe {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long, default_value_t = 200)]
+        count: u32,
+    },
+    /// Print the results file as a Markdown table.
+    Summary {
+        /// The file written with --results.
+        file: PathBuf,
+    },
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("loadgen: cannot start the runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    let results = cli.results.clone();
+    if let Err(e) = runtime.block_on(scenarios::dispatch(cli.command, results)) {
+        eprintln!("loadgen: {e}");
+        std::process::exit(1);
+    }
+}
