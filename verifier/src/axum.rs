@@ -165,6 +165,10 @@ impl IntoResponse for AuthRejection {
 /// "no credentials" (RFC 6750 §3.1); `Bearer` with nothing after it is a
 /// malformed token.
 pub fn bearer_token(headers: &HeaderMap) -> Result<&str, AuthRejection> {
+    // Two credentials are ambiguous: refuse rather than pick one.
+    if headers.get_all(header::AUTHORIZATION).iter().count() > 1 {
+        return Err(AuthRejection::Invalid(VerifyError::Malformed("structure")));
+    }
     let value = headers
         .get(header::AUTHORIZATION)
         .ok_or(AuthRejection::MissingCredentials)?;
@@ -445,5 +449,16 @@ mod tests {
     #[test]
     fn description_is_header_safe() {
         assert_eq!(quoted_safe("a\"b\\c\u{e9}\n"), "a'b'c??");
+    }
+
+    #[test]
+    fn two_authorization_headers_are_refused() {
+        let mut headers = HeaderMap::new();
+        headers.append(header::AUTHORIZATION, "Bearer a.b.c".parse().unwrap());
+        headers.append(header::AUTHORIZATION, "Bearer d.e.f".parse().unwrap());
+        assert!(matches!(
+            bearer_token(&headers),
+            Err(AuthRejection::Invalid(VerifyError::Malformed(_)))
+        ));
     }
 }
