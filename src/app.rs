@@ -30,6 +30,9 @@ pub struct AppInner {
     pub metrics: PrometheusHandle,
     /// Signed status list tokens, cached per list.
     pub status_documents: crate::http::status::StatusDocuments,
+    /// Bearer tokens whose signature and claims already verified, per key set.
+    pub token_cache:
+        latchkey_verifier::cache::TokenCache<std::sync::Arc<crate::http::auth::VerifiedBearer>>,
     /// Open `/v1/status/stream` connections.
     pub stream_subscribers: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
@@ -67,6 +70,7 @@ impl AppState {
             metrics: crate::metrics::handle(),
             status_documents: Default::default(),
             stream_subscribers: Default::default(),
+            token_cache: latchkey_verifier::cache::TokenCache::new(10_000),
         }))
     }
 

@@ -19,6 +19,15 @@ use crate::audit::{Actor, NewEntry};
 use crate::http::error::ApiError;
 use crate::registry::KeyState;
 
+/// A bearer token that verified against one key set, cached by the whole token.
+#[derive(Debug)]
+pub struct VerifiedBearer {
+    /// The key set it verified against: a hit counts only while it is current,
+    /// so rotation and retirement take effect at once.
+    keys: std::sync::Arc<crate::keyring::KeySnapshot>,
+    claims: AccessClaims,
+}
+
 /// The caller of an admin route, authenticated.
 #[derive(Debug, Clone)]
 pub struct Principal {
@@ -132,13 +141,38 @@ fn authenticate(parts: &Parts, state: &AppState) -> Result<VerifiedKey, (&'stati
     let token = bearer_token(parts)?;
     let snapshot = state.keyring.snapshot();
     let now = state.now();
-    let claims: AccessClaims = verify_signed(
-        token,
-        &snapshot.verification,
-        &state.expectations,
-        now.unix_timestamp(),
-    )
-    .map_err(refusal)?;
+    let leeway = state.expectations.leeway_secs;
+    let now_unix = now.unix_timestamp();
+    let cached = state
+        .token_cache
+        .get(token)
+        .filter(|hit| std::sync::Arc::ptr_eq(&hit.keys, &snapshot));
+    let claims: AccessClaims = match cached {
+        // Same token, same key set: the signature and claims checked out
+        // before; only the clock can have changed.
+        Some(hit) => {
+            if hit.claims.exp <= now_unix - leeway {
+                return Err(refusal(VerifyError::Expired));
+            }
+            if hit.claims.nbf > now_unix + leeway {
+                return Err(refusal(VerifyError::NotYetValid));
+            }
+            hit.claims.clone()
+        }
+        None => {
+            let claims =
+                verify_signed(token, &snapshot.verification, &state.expectations, now_unix)
+                    .map_err(refusal)?;
+            state.token_cache.insert(
+                token,
+                std::sync::Arc::new(VerifiedBearer {
+                    keys: std::sync::Arc::clone(&snapshot),
+                    claims: claims.clone(),
+                }),
+            );
+            claims
+        }
+    };
     let slot = status_slot(state, &claims).ok_or((
         "unknown_status_list",
         "the key's status list is not one of this issuer's".to_owned(),

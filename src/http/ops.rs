@@ -25,7 +25,6 @@ pub async fn healthz() -> impl IntoResponse {
 #[utoipa::path(get, path = "/metrics", tag = "operations",
     responses((status = 200, description = "Prometheus metrics", content_type = "text/plain")))]
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    metrics::gauge!("latchkey_keys").set(state.registry.key_count() as f64);
     (
         [(
             header::CONTENT_TYPE,

@@ -589,3 +589,47 @@ async fn metadata_names_the_status_endpoints() {
             && algs.contains(&json!("RS256"))
     );
 }
+
+/// The issuer caches verified bearer tokens; a cached token must still
+/// expire, and must still be refused once suspended, on the very next request.
+#[tokio::test]
+async fn a_token_verified_before_still_expires_and_still_suspends() {
+    let app = TestApp::new().await;
+    let key = app
+        .create_key(json!({"name": "cached", "roles": ["global_viewer"], "expires_in_days": 1}))
+        .await;
+    app.get("/v1/keys?limit=1", Some(&key.token))
+        .await
+        .expect(200);
+    app.get("/v1/keys?limit=1", Some(&key.token))
+        .await
+        .expect(200);
+    app.post_json(
+        &format!("/v1/keys/{}/suspend", key.id()),
+        Some(&app.admin_token),
+        &json!({}),
+    )
+    .await
+    .expect(200);
+    app.get("/v1/keys?limit=1", Some(&key.token))
+        .await
+        .expect_problem(401);
+    app.post_json(
+        &format!("/v1/keys/{}/resume", key.id()),
+        Some(&app.admin_token),
+        &json!({}),
+    )
+    .await
+    .expect(200);
+    app.get("/v1/keys?limit=1", Some(&key.token))
+        .await
+        .expect(200);
+    app.clock.advance(DAY + 31);
+    let expired = app.get("/v1/keys?limit=1", Some(&key.token)).await;
+    expired.expect_problem(401);
+    assert!(
+        expired.body["detail"].as_str().unwrap().contains("expired"),
+        "{}",
+        expired.body
+    );
+}

@@ -27,7 +27,7 @@ struct Shard<V> {
 }
 
 /// A bounded map from tokens to `V` (cheap to clone, e.g. an `Arc`).
-pub(crate) struct TokenCache<V> {
+pub struct TokenCache<V> {
     shards: Box<[RwLock<Shard<V>>]>,
     /// Entries per shard generation; 0 disables the cache.
     generation_cap: usize,
@@ -57,7 +57,7 @@ fn shard_index(token: &str) -> usize {
 impl<V: Clone> TokenCache<V> {
     /// A cache of about `capacity` entries (rounded up to a multiple of the
     /// shard count); 0 disables caching.
-    pub(crate) fn new(capacity: usize) -> Self {
+    pub fn new(capacity: usize) -> Self {
         let per_shard = capacity.div_ceil(SHARDS);
         let generation_cap = per_shard.div_ceil(2);
         let hasher = RandomState::new();
@@ -76,7 +76,7 @@ impl<V: Clone> TokenCache<V> {
     }
 
     /// The entry for exactly this token.
-    pub(crate) fn get(&self, token: &str) -> Option<V> {
+    pub fn get(&self, token: &str) -> Option<V> {
         if self.generation_cap == 0 {
             return None;
         }
@@ -106,7 +106,7 @@ impl<V: Clone> TokenCache<V> {
 
     /// Remembers `value` for `token`, evicting the oldest generation if the
     /// shard is full.
-    pub(crate) fn insert(&self, token: &str, value: V) {
+    pub fn insert(&self, token: &str, value: V) {
         if self.generation_cap == 0 {
             return;
         }

@@ -84,7 +84,7 @@
 
 #[cfg(feature = "axum")]
 pub mod axum;
-mod cache;
+pub mod cache;
 pub mod claims;
 pub mod error;
 pub mod jwk;

@@ -91,7 +91,7 @@ pub async fn seed(
                             now,
                         )
                         .map_err(|e| format!("key {n}: {e}"))?;
-                    if (n + 1) % flush_every == 0 {
+                    if (n + 1).is_multiple_of(flush_every) {
                         handle
                             .block_on(state.registry.flush())
                             .map_err(|e| e.to_string())?;
