@@ -174,6 +174,14 @@ impl StatusBoard {
 
     /// The encoded `lst` of `list` if it is already encoded: never compresses,
     /// so it may run on an async worker.
+    /// The version of `list` (bumped on every change), or `None` if there is no such list.
+    pub fn version(&self, list: u64) -> Option<u64> {
+        self.lock()
+            .lists
+            .get(list as usize)
+            .map(|state| state.version)
+    }
+
     pub fn encoded_if_ready(&self, list: u64) -> Option<EncodedList> {
         self.lock().lists.get(list as usize)?.encoded.clone()
     }

@@ -53,9 +53,15 @@ pub fn serve_prepared(
     responses((status = 200, description = "JWK Set", content_type = "application/json", body = Object),
               (status = 304, description = "Not modified (If-None-Match)")))]
 pub async fn jwks(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let response = jwks_response(&state, &headers);
+    crate::http::count_request("/.well-known/jwks.json", response.status());
+    response
+}
+
+fn jwks_response(state: &AppState, headers: &HeaderMap) -> Response {
     let snapshot = state.keyring.snapshot();
     serve_prepared(
-        &headers,
+        headers,
         &snapshot.jwks,
         "application/json",
         state.config.jwks_max_age_secs,
@@ -67,5 +73,7 @@ pub async fn jwks(State(state): State<AppState>, headers: HeaderMap) -> Response
     responses((status = 200, description = "Metadata", content_type = "application/json", body = Object),
               (status = 304, description = "Not modified (If-None-Match)")))]
 pub async fn metadata(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    serve_prepared(&headers, &state.metadata, "application/json", 3600)
+    let response = serve_prepared(&headers, &state.metadata, "application/json", 3600);
+    crate::http::count_request("/.well-known/oauth-authorization-server", response.status());
+    response
 }
