@@ -242,6 +242,26 @@ pub struct Registry {
     last_used_written: Mutex<HashMap<String, i64>>,
     flush: FlushGroup,
     board: StatusBoard,
+    /// Creates waiting to be committed together (see [`Registry::create`]).
+    create_queue: Mutex<Vec<QueuedCreate>>,
+    /// Held by the task committing the queued creates.
+    create_leader: tokio::sync::Mutex<()>,
+}
+
+/// A prepared create and where to send its outcome.
+type QueuedCreate = (
+    PreparedCreate,
+    tokio::sync::oneshot::Sender<Result<(), RegistryError>>,
+);
+
+/// A create that is minted and ready to commit.
+struct PreparedCreate {
+    record: KeyRecord,
+    record_bytes: Vec<u8>,
+    folded: String,
+    jti: String,
+    entry: NewEntry,
+    now: OffsetDateTime,
 }
 
 impl std::fmt::Debug for Registry {
@@ -315,6 +335,8 @@ impl Registry {
             last_used_written: Mutex::new(HashMap::new()),
             flush: FlushGroup::start(db.clone()),
             board,
+            create_queue: Mutex::new(Vec::new()),
+            create_leader: tokio::sync::Mutex::new(()),
             db,
         })
     }
@@ -427,16 +449,14 @@ impl Registry {
         let status_seq = self.board.seq();
         let (value, entry, changes) = (
             &self.keys,
-            &self.names,
             &self.tokens,
             &self.statuses,
             &self.audit,
             &self.meta,
         )
-            .transaction(|(keys, names, tokens, statuses, audit_tree, meta)| {
+            .transaction(|(keys, tokens, statuses, audit_tree, meta)| {
                 let trees = Trees {
                     keys,
-                    names,
                     tokens,
                     statuses,
                 };
@@ -471,9 +491,39 @@ impl Registry {
         let valid: ValidNewKey = request
             .validate(settings.max_expiry_days, now)
             .map_err(RegistryError::Validation)?;
-        let minted = self.create_valid(actor, valid, signing_key, settings, now)?;
+        let (prepared, token) = self.prepare_create(actor, valid, signing_key, settings, now)?;
+        let record = prepared.record.clone();
+        let (reply, committed) = tokio::sync::oneshot::channel();
+        self.create_queue
+            .lock()
+            .map_err(|_| RegistryError::Internal("create queue lock poisoned".into()))?
+            .push((prepared, reply));
+        // Whoever holds the leader lock commits everything queued so far in
+        // one transaction: every sled transaction rolls and writes sled's log
+        // buffer, so under concurrency one per batch is much cheaper than one
+        // per key. By the time this task gets the lock, its own create may
+        // already have been committed by the previous leader.
+        {
+            let _leader = self.create_leader.lock().await;
+            let batch = std::mem::take(
+                &mut *self
+                    .create_queue
+                    .lock()
+                    .map_err(|_| RegistryError::Internal("create queue lock poisoned".into()))?,
+            );
+            if !batch.is_empty() {
+                let (items, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
+                let results = self.commit_creates(&items);
+                for (reply, result) in replies.into_iter().zip(results) {
+                    let _ = reply.send(result);
+                }
+            }
+        }
+        committed.await.map_err(|_| {
+            RegistryError::Internal("the create was dropped before it committed".into())
+        })??;
         self.flush().await?;
-        Ok(minted)
+        Ok(Minted { record, token })
     }
 
     /// The synchronous part of [`Registry::create`], for offline commands
@@ -486,6 +536,23 @@ impl Registry {
         settings: &IssuanceSettings,
         now: OffsetDateTime,
     ) -> Result<Minted, RegistryError> {
+        let (prepared, token) = self.prepare_create(actor, valid, signing_key, settings, now)?;
+        let record = prepared.record.clone();
+        self.commit_creates(std::slice::from_ref(&prepared))
+            .pop()
+            .unwrap_or_else(|| Err(RegistryError::Internal("empty commit".into())))?;
+        Ok(Minted { record, token })
+    }
+
+    /// Builds the record, mints its first token and prepares the audit entry.
+    fn prepare_create(
+        &self,
+        actor: &Actor,
+        valid: ValidNewKey,
+        signing_key: &SigningKey,
+        settings: &IssuanceSettings,
+        now: OffsetDateTime,
+    ) -> Result<(PreparedCreate, String), RegistryError> {
         let mut record = KeyRecord {
             id: Uuid::now_v7().to_string(),
             name: valid.name,
@@ -519,16 +586,71 @@ impl Registry {
                 "jti": slot.jti,
             }),
         };
-        self.transact(now, |t| {
-            if t.names.get(folded.as_bytes())?.is_some() {
-                return abort(RegistryError::NameTaken(record.name.clone()));
+        Ok((
+            PreparedCreate {
+                record,
+                record_bytes,
+                folded,
+                jti: slot.jti,
+                entry,
+                now,
+            },
+            token,
+        ))
+    }
+
+    /// Commits creates in one transaction, each name checked against the
+    /// index and the rest of the batch; returns one result per create, in order.
+    fn commit_creates(&self, items: &[PreparedCreate]) -> Vec<Result<(), RegistryError>> {
+        let mut writer = match self.lock_writer() {
+            Ok(w) => w,
+            Err(e) => return items.iter().map(|_| Err(e.clone())).collect(),
+        };
+        let start = writer.audit_head.clone();
+        let next_slot = self.next_slot.load(Ordering::SeqCst);
+        let outcome = (
+            &self.keys,
+            &self.names,
+            &self.tokens,
+            &self.audit,
+            &self.meta,
+        )
+            .transaction(|(keys, names, tokens, audit_tree, meta)| {
+                let mut head = start.clone();
+                let mut results = Vec::with_capacity(items.len());
+                let mut in_batch = std::collections::HashSet::with_capacity(items.len());
+                for item in items {
+                    if !in_batch.insert(item.folded.as_str())
+                        || names.get(item.folded.as_bytes())?.is_some()
+                    {
+                        results.push(Err(RegistryError::NameTaken(item.record.name.clone())));
+                        continue;
+                    }
+                    names.insert(item.folded.as_bytes(), item.record.id.as_bytes())?;
+                    keys.insert(item.record.id.as_bytes(), item.record_bytes.clone())?;
+                    tokens.insert(item.jti.as_bytes(), item.record.id.as_bytes())?;
+                    let entry = audit::next_entry(&head, item.entry.clone(), item.now);
+                    audit::append_in_tx(audit_tree, meta, &entry)?;
+                    head = ChainHead {
+                        seq: entry.seq,
+                        hash: entry.hash,
+                    };
+                    results.push(Ok(()));
+                }
+                meta.insert(META_STATUS_NEXT, &next_slot.to_be_bytes())?;
+                Ok((results, head))
+            });
+        match outcome {
+            Ok((results, head)) => {
+                writer.audit_head = head;
+                self.board.ensure_slots(next_slot);
+                results
             }
-            t.names.insert(folded.as_bytes(), record.id.as_bytes())?;
-            t.keys.insert(record.id.as_bytes(), record_bytes.clone())?;
-            t.tokens.insert(slot.jti.as_bytes(), record.id.as_bytes())?;
-            Ok(((), entry.clone(), Vec::new()))
-        })?;
-        Ok(Minted { record, token })
+            Err(e) => {
+                let e = RegistryError::from(e);
+                items.iter().map(|_| Err(e.clone())).collect()
+            }
+        }
     }
 
     /// Reads one key.
@@ -873,7 +995,6 @@ impl Registry {
 /// The transactional trees a mutation body may write.
 struct Trees<'a> {
     keys: &'a TransactionalTree,
-    names: &'a TransactionalTree,
     tokens: &'a TransactionalTree,
     statuses: &'a TransactionalTree,
 }
