@@ -719,7 +719,7 @@ impl Registry {
         now: OffsetDateTime,
         action: &'static str,
         change: impl Fn(&mut KeyRecord) -> Result<serde_json::Value, RegistryError>,
-    ) -> Result<(KeyRecord, Vec<StatusChange>), RegistryError> {
+    ) -> Result<KeyRecord, RegistryError> {
         self.transact(now, |t| {
             let bytes = match t.keys.get(id.as_bytes())? {
                 Some(b) => b,
@@ -760,7 +760,7 @@ impl Registry {
                 target: Some(id.to_owned()),
                 details,
             };
-            Ok(((record, changes.clone()), entry, changes))
+            Ok((record, entry, changes))
         })
     }
 
@@ -772,7 +772,7 @@ impl Registry {
         description: String,
         now: OffsetDateTime,
     ) -> Result<KeyRecord, RegistryError> {
-        let (record, _) = self.mutate(actor, id, now, "key.update", |record| {
+        let record = self.mutate(actor, id, now, "key.update", |record| {
             let details = json!({"description": {"from": record.description, "to": description}});
             record.description = description.clone();
             Ok(details)
@@ -787,7 +787,7 @@ impl Registry {
         actor: &Actor,
         id: &str,
         now: OffsetDateTime,
-    ) -> Result<(KeyRecord, Vec<StatusChange>), RegistryError> {
+    ) -> Result<KeyRecord, RegistryError> {
         let result = self.mutate(actor, id, now, "key.suspend", |record| match record.state {
             KeyState::Revoked => Err(RegistryError::AlreadyRevoked),
             KeyState::Suspended => Err(RegistryError::InvalidState(
@@ -808,7 +808,7 @@ impl Registry {
         actor: &Actor,
         id: &str,
         now: OffsetDateTime,
-    ) -> Result<(KeyRecord, Vec<StatusChange>), RegistryError> {
+    ) -> Result<KeyRecord, RegistryError> {
         let result = self.mutate(actor, id, now, "key.resume", |record| match record.state {
             KeyState::Revoked => Err(RegistryError::AlreadyRevoked),
             KeyState::Active => Err(RegistryError::InvalidState(
@@ -829,7 +829,7 @@ impl Registry {
         actor: &Actor,
         id: &str,
         now: OffsetDateTime,
-    ) -> Result<(KeyRecord, Vec<StatusChange>), RegistryError> {
+    ) -> Result<KeyRecord, RegistryError> {
         let result = self.mutate(actor, id, now, "key.revoke", |record| match record.state {
             KeyState::Revoked => Err(RegistryError::AlreadyRevoked),
             _ => {
@@ -854,7 +854,7 @@ impl Registry {
         signing_key: &SigningKey,
         settings: &IssuanceSettings,
         now: OffsetDateTime,
-    ) -> Result<(Minted, Vec<StatusChange>), RegistryError> {
+    ) -> Result<Minted, RegistryError> {
         let expires_at = crate::validation::expiry(expires_in_days, settings.max_expiry_days, now)
             .map_err(|e| RegistryError::Validation(vec![e]))?;
         let current = self.get(id)?;
@@ -863,7 +863,7 @@ impl Registry {
         }
         let (slot, token) = self.mint_token(&current, signing_key, settings, now, expires_at)?;
         let kid = signing_key.kid().to_owned();
-        let (record, changes) = self.mutate(actor, id, now, "key.renew", |record| {
+        let record = self.mutate(actor, id, now, "key.renew", |record| {
             if record.state == KeyState::Revoked {
                 return Err(RegistryError::AlreadyRevoked);
             }
@@ -886,7 +886,7 @@ impl Registry {
             }))
         })?;
         self.flush().await?;
-        Ok((Minted { record, token }, changes))
+        Ok(Minted { record, token })
     }
 
     /// The status bit of a token slot.

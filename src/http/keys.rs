@@ -374,7 +374,7 @@ pub async fn renew_key(
     principal.require(&state, Need::Admin)?;
     let request: RenewRequest = optional_json(&headers, &body)?;
     let signing_key = state.keyring.snapshot().active.clone();
-    let (minted, _changes) = state
+    let minted = state
         .registry
         .renew(
             &principal.actor,
@@ -431,7 +431,7 @@ pub async fn suspend_key(
     Path(id): Path<String>,
 ) -> Result<axum::Json<KeyView>, ApiError> {
     principal.require(&state, Need::Admin)?;
-    let (record, _changes) = state
+    let record = state
         .registry
         .suspend(&principal.actor, &id, state.now())
         .await?;
@@ -454,7 +454,7 @@ pub async fn resume_key(
     Path(id): Path<String>,
 ) -> Result<axum::Json<KeyView>, ApiError> {
     principal.require(&state, Need::Admin)?;
-    let (record, _changes) = state
+    let record = state
         .registry
         .resume(&principal.actor, &id, state.now())
         .await?;
