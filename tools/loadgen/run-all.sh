@@ -8,7 +8,7 @@
 #   KEYS=100000 DUR=5s tools/loadgen/run-all.sh   # quicker
 #   RESEED=1 tools/loadgen/run-all.sh             # seed the big registry again
 #
-# Environment: CARGO_TARGET_DIR (default /work/target-load), DUR (measured
+# Environment: CARGO_TARGET_DIR (default: the workspace target/), DUR (measured
 # time per load, 10s), CMP_DUR (per compare segment, 5s), KEYS (registry size,
 # 1000000), OUT (results directory, $CARGO_TARGET_DIR/loadgen), RESEED=1 seeds
 # the big registry again instead of reusing $OUT/registry-$KEYS (seeding a
@@ -16,7 +16,7 @@
 # scratch directory.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/work/target-load}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
 DUR="${DUR:-10s}"
 CMP_DUR="${CMP_DUR:-5s}"
 KEYS="${KEYS:-1000000}"
