@@ -178,13 +178,7 @@ impl KeyRing {
     }
 
     fn load_snapshot(tree: &sled::Tree, keys_dir: &Path) -> Result<KeySnapshot, KeyRingError> {
-        let mut infos = Vec::new();
-        for item in tree.iter() {
-            let (_, value) = item?;
-            let info: SigningKeyInfo = serde_json::from_slice(&value)
-                .map_err(|e| KeyRingError::Db(format!("signing key record is corrupt: {e}")))?;
-            infos.push(info);
-        }
+        let mut infos = read_infos(tree)?;
         infos.sort_by_key(|info| info.created_at);
         let mut active = None;
         let mut published = Vec::new();
@@ -228,18 +222,6 @@ impl KeyRing {
         let snapshot = Self::load_snapshot(&self.tree, &self.keys_dir)?;
         self.current.store(Arc::new(snapshot));
         Ok(())
-    }
-
-    fn read_infos(&self) -> Result<Vec<SigningKeyInfo>, KeyRingError> {
-        let mut infos = Vec::new();
-        for item in self.tree.iter() {
-            let (_, value) = item?;
-            infos.push(
-                serde_json::from_slice::<SigningKeyInfo>(&value)
-                    .map_err(|e| KeyRingError::Db(format!("signing key record is corrupt: {e}")))?,
-            );
-        }
-        Ok(infos)
     }
 
     fn lock_changes(&self) -> std::sync::MutexGuard<'_, ()> {
@@ -286,7 +268,7 @@ impl KeyRing {
         immediate: bool,
     ) -> Result<SigningKeyInfo, KeyRingError> {
         let _guard = self.lock_changes();
-        let infos = self.read_infos()?;
+        let infos = read_infos(&self.tree)?;
         if infos.iter().any(|i| i.kid == key.kid()) {
             return Err(SigningKeyError::Import(format!(
                 "signing key {} is already known",
@@ -331,7 +313,7 @@ impl KeyRing {
         in_use: impl Fn(&str) -> bool,
     ) -> Result<Vec<KeyEvent>, KeyRingError> {
         let _guard = self.lock_changes();
-        let mut infos = self.read_infos()?;
+        let mut infos = read_infos(&self.tree)?;
         infos.sort_by_key(|i| i.created_at);
         let mut events = Vec::new();
         let due = infos
@@ -380,8 +362,7 @@ impl KeyRing {
     /// Retires a key by hand: it leaves the JWKS and its tokens stop verifying.
     pub fn retire(&self, kid: &str, now: OffsetDateTime) -> Result<SigningKeyInfo, KeyRingError> {
         let _guard = self.lock_changes();
-        let mut info = self
-            .read_infos()?
+        let mut info = read_infos(&self.tree)?
             .into_iter()
             .find(|i| i.kid == kid)
             .ok_or_else(|| KeyRingError::NotFound(kid.to_owned()))?;
@@ -419,8 +400,17 @@ impl KeyRing {
     pub fn keys_dir(&self) -> &Path {
         &self.keys_dir
     }
+}
 
-    pub fn tree(&self) -> &sled::Tree {
-        &self.tree
+/// Every recorded signing key (state and dates).
+fn read_infos(tree: &sled::Tree) -> Result<Vec<SigningKeyInfo>, KeyRingError> {
+    let mut infos = Vec::new();
+    for item in tree.iter() {
+        let (_, value) = item?;
+        infos.push(
+            serde_json::from_slice::<SigningKeyInfo>(&value)
+                .map_err(|e| KeyRingError::Db(format!("signing key record is corrupt: {e}")))?,
+        );
     }
+    Ok(infos)
 }

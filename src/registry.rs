@@ -228,7 +228,6 @@ struct WriterState {
 
 /// The key registry over an open sled database.
 pub struct Registry {
-    db: sled::Db,
     keys: sled::Tree,
     names: sled::Tree,
     tokens: sled::Tree,
@@ -337,12 +336,7 @@ impl Registry {
             board,
             create_queue: Mutex::new(Vec::new()),
             create_leader: tokio::sync::Mutex::new(()),
-            db,
         })
-    }
-
-    pub fn db(&self) -> &sled::Db {
-        &self.db
     }
 
     pub fn signing_keys_tree(&self) -> &sled::Tree {
@@ -365,11 +359,6 @@ impl Registry {
     /// Entries per status list.
     pub fn list_capacity(&self) -> u64 {
         self.list_capacity
-    }
-
-    /// Slots handed out so far (the next slot to allocate).
-    pub fn allocated_slots(&self) -> u64 {
-        self.next_slot.load(Ordering::SeqCst)
     }
 
     /// Where `slot` lives: (list number, index in the list).
@@ -984,11 +973,6 @@ impl Registry {
     /// walks every record (seconds, and the whole tree in memory, at a million).
     pub fn is_empty(&self) -> bool {
         self.keys.is_empty()
-    }
-
-    /// Number of keys in the registry.
-    pub fn key_count(&self) -> usize {
-        self.keys.len()
     }
 }
 
