@@ -32,6 +32,8 @@ use crate::validation::{FieldError, NewKeyRequest, ValidNewKey};
 const META_STATUS_NEXT: &[u8] = b"status_next";
 const META_LIST_CAPACITY: &[u8] = b"status_list_capacity";
 const META_STATUS_SEQ: &[u8] = b"status_seq";
+/// The name of the status sequence space (see [`StatusBoard::epoch`]).
+const META_STATUS_EPOCH: &[u8] = b"status_epoch";
 /// How often a key's `last_used_at` is written at most.
 pub const LAST_USED_RESOLUTION_SECS: i64 = 60;
 
@@ -311,8 +313,19 @@ impl Registry {
             Some(bytes) => read_u64(&bytes)?,
             None => 0,
         };
+        let status_epoch = match meta.get(META_STATUS_EPOCH)? {
+            Some(bytes) => String::from_utf8(bytes.to_vec())
+                .map_err(|_| RegistryError::Internal("the status epoch is not text".into()))?,
+            None => {
+                // Data directories from before epochs get one now; their
+                // sequence never went back, so any name will do.
+                let epoch = new_epoch()?;
+                meta.insert(META_STATUS_EPOCH, epoch.as_bytes())?;
+                epoch
+            }
+        };
         let statuses = db.open_tree("statuses")?;
-        let board = StatusBoard::new(list_capacity, next_slot, status_seq);
+        let board = StatusBoard::new(list_capacity, next_slot, status_seq, status_epoch);
         for item in statuses.iter() {
             let (k, v) = item?;
             board.load(
@@ -990,6 +1003,16 @@ fn write_status(statuses: &TransactionalTree, slot: u64, status: TokenStatus) ->
         statuses.insert(&slot.to_be_bytes(), &[status.bits()])?;
     }
     Ok(())
+}
+
+/// A fresh random name for a status sequence space (16 bytes, hex).
+fn new_epoch() -> Result<String, RegistryError> {
+    use ring::rand::SecureRandom as _;
+    let mut bytes = [0u8; 16];
+    ring::rand::SystemRandom::new()
+        .fill(&mut bytes)
+        .map_err(|_| RegistryError::Internal("no randomness for the status epoch".into()))?;
+    Ok(hex::encode(bytes))
 }
 
 fn read_u64(bytes: &[u8]) -> Result<u64, RegistryError> {

@@ -8,6 +8,13 @@
 //! gets the next sequence number (persisted with the transaction), is kept in
 //! a bounded replay buffer for subscribers that reconnect with
 //! `Last-Event-ID`, and is broadcast to live subscribers.
+//!
+//! Each list also remembers the sequence number of the last change it
+//! includes, which the published list carries (its `seq` claim), together
+//! with the board's *epoch*: the random name of this sequence space, fixed
+//! when the data directory is created. A verifier uses the two to refuse a
+//! list older than changes it has already applied (a stale copy from a
+//! cache), and to notice when the sequence space itself changed.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -29,10 +36,12 @@ pub struct StatusEvent {
     pub status: u8,
 }
 
-/// A list's encoded `lst` and the version it was encoded from.
+/// A list's encoded `lst`, the version it was encoded from, and the
+/// sequence number of the last change it includes.
 #[derive(Debug, Clone)]
 pub struct EncodedList {
     pub version: u64,
+    pub seq: u64,
     pub lst: Arc<str>,
 }
 
@@ -41,6 +50,9 @@ struct ListState {
     list: StatusList,
     /// Bumped on every change of this list.
     version: u64,
+    /// The sequence number of the last change addressed to this list (at
+    /// start-up: the board's sequence, which every change so far is within).
+    last_seq: u64,
     encoded: Option<EncodedList>,
 }
 
@@ -63,16 +75,19 @@ pub enum Resume {
 #[derive(Debug)]
 pub struct StatusBoard {
     capacity: u64,
+    epoch: String,
     inner: Mutex<BoardInner>,
     live: broadcast::Sender<StatusEvent>,
 }
 
 impl StatusBoard {
-    /// A board for `allocated` slots (at least one list) at sequence `seq`.
-    pub fn new(capacity: u64, allocated: u64, seq: u64) -> StatusBoard {
+    /// A board for `allocated` slots (at least one list) at sequence `seq`
+    /// of the sequence space `epoch`.
+    pub fn new(capacity: u64, allocated: u64, seq: u64, epoch: String) -> StatusBoard {
         let (live, _) = broadcast::channel(4096);
         let board = StatusBoard {
             capacity,
+            epoch,
             inner: Mutex::new(BoardInner {
                 lists: Vec::new(),
                 seq,
@@ -101,13 +116,27 @@ impl StatusBoard {
     pub fn ensure_slots(&self, allocated: u64) {
         let needed = allocated.div_ceil(self.capacity).max(1) as usize;
         let mut inner = self.lock();
+        let seq = inner.seq;
         while inner.lists.len() < needed {
             inner.lists.push(ListState {
                 list: StatusList::new(self.capacity as usize),
                 version: 0,
+                last_seq: seq,
                 encoded: None,
             });
         }
+    }
+
+    /// The name of this board's sequence space.
+    pub fn epoch(&self) -> &str {
+        &self.epoch
+    }
+
+    /// The board's sequence and, for each list, the sequence of the last
+    /// change it includes, read together.
+    pub fn sequences(&self) -> (u64, Vec<u64>) {
+        let inner = self.lock();
+        (inner.seq, inner.lists.iter().map(|l| l.last_seq).collect())
     }
 
     /// Sets a slot without publishing an event (start-up rebuild).
@@ -135,11 +164,19 @@ impl StatusBoard {
             let (list, idx) = (slot / self.capacity, slot % self.capacity);
             inner.seq += 1;
             let seq = inner.seq;
-            if let Some(state) = inner.lists.get_mut(list as usize)
-                && state.list.set(idx as usize, status).unwrap_or(false)
-            {
+            if let Some(state) = inner.lists.get_mut(list as usize) {
+                // The list includes this change even when it sets the
+                // status it already had: a new version (re-signed with the
+                // new `seq`), but the compressed bits can be kept.
+                state.last_seq = seq;
                 state.version += 1;
-                state.encoded = None;
+                let version = state.version;
+                if state.list.set(idx as usize, status).unwrap_or(false) {
+                    state.encoded = None;
+                } else if let Some(encoded) = &mut state.encoded {
+                    encoded.version = version;
+                    encoded.seq = seq;
+                }
             }
             let event = StatusEvent {
                 seq,
@@ -188,17 +225,18 @@ impl StatusBoard {
 
     /// The encoded `lst` of `list`, compressing only if it changed since the last call.
     pub fn encoded(&self, list: u64) -> Option<EncodedList> {
-        let (version, snapshot) = {
+        let (version, seq, snapshot) = {
             let inner = self.lock();
             let state = inner.lists.get(list as usize)?;
             if let Some(encoded) = &state.encoded {
                 return Some(encoded.clone());
             }
-            (state.version, state.list.clone())
+            (state.version, state.last_seq, state.list.clone())
         };
         // Compress outside the lock: a 1M-entry list takes tens of milliseconds.
         let encoded = EncodedList {
             version,
+            seq,
             lst: Arc::from(snapshot.encode_lst()),
         };
         let mut inner = self.lock();
@@ -249,7 +287,7 @@ mod tests {
 
     #[test]
     fn changes_get_consecutive_sequence_numbers_and_new_lists() {
-        let board = StatusBoard::new(16, 1, 0);
+        let board = StatusBoard::new(16, 1, 0, "test".into());
         assert_eq!(board.list_count(), 1);
         board.apply(&[(3, TokenStatus::Invalid), (17, TokenStatus::Suspended)]);
         assert_eq!(board.list_count(), 2);
@@ -260,7 +298,7 @@ mod tests {
 
     #[test]
     fn resume_replays_or_resets() {
-        let board = StatusBoard::new(16, 1, 10);
+        let board = StatusBoard::new(16, 1, 10, "test".into());
         board.apply(&[(1, TokenStatus::Invalid), (2, TokenStatus::Invalid)]);
         let (_rx, current, resume) = board.subscribe(Some(11));
         assert_eq!(current, 12);
@@ -278,7 +316,7 @@ mod tests {
 
     #[test]
     fn encoding_is_cached_until_a_change() {
-        let board = StatusBoard::new(16, 1, 0);
+        let board = StatusBoard::new(16, 1, 0, "test".into());
         let first = board.encoded(0).unwrap();
         let again = board.encoded(0).unwrap();
         assert!(Arc::ptr_eq(&first.lst, &again.lst));

@@ -71,18 +71,35 @@ pub struct StatusListIndex {
     pub lists: Vec<String>,
     /// Bits per token (always 2).
     pub bits: u8,
+    /// The push stream's sequence number when this index was made.
+    pub seq: u64,
+    /// For each list, the sequence number of the last change it includes:
+    /// a fetched list whose `seq` claim is lower is a stale copy.
+    pub list_seqs: Vec<u64>,
+    /// The name of the sequence space the numbers count in.
+    pub epoch: String,
 }
 
-/// Every status list's URI.
+/// Every status list's URI, and how far each has come. Never cached by
+/// shared caches: it is how a verifier tells a stale list from a fresh one.
 #[utoipa::path(get, path = "/v1/status", tag = "public", responses((status = 200, body = StatusListIndex)))]
-pub async fn list_index(State(state): State<AppState>) -> axum::Json<StatusListIndex> {
-    let count = state.registry.board().list_count();
-    axum::Json(StatusListIndex {
-        lists: (0..count)
+pub async fn list_index(State(state): State<AppState>) -> Response {
+    let board = state.registry.board();
+    let (seq, list_seqs) = board.sequences();
+    let index = StatusListIndex {
+        lists: (0..list_seqs.len() as u64)
             .map(|n| state.settings.status_list_uri(n))
             .collect(),
         bits: STATUS_BITS,
-    })
+        seq,
+        list_seqs,
+        epoch: board.epoch().to_owned(),
+    };
+    (
+        [(header::CACHE_CONTROL, "no-store")],
+        axum::Json(index),
+    )
+        .into_response()
 }
 
 fn wants_json(headers: &HeaderMap) -> bool {
@@ -130,11 +147,16 @@ async fn serve_status_list(
     })?;
     let cached = documents_for(state, list).await?;
     let ttl = state.config.status_list_ttl_secs;
-    Ok(if wants_json(headers) {
+    let mut response = if wants_json(headers) {
         serve_prepared(headers, &cached.json, STATUS_LIST_JSON_MEDIA_TYPE, ttl)
     } else {
         serve_prepared(headers, &cached.jwt, STATUS_LIST_JWT_MEDIA_TYPE, ttl)
-    })
+    };
+    // One URL, two forms chosen by `Accept`: a shared cache must key on it.
+    response
+        .headers_mut()
+        .insert(header::VARY, header::HeaderValue::from_static("accept"));
+    Ok(response)
 }
 
 async fn documents_for(state: &AppState, list: u64) -> Result<Arc<CachedList>, ApiError> {
@@ -188,6 +210,8 @@ async fn documents_for(state: &AppState, list: u64) -> Result<Arc<CachedList>, A
         iat: now,
         exp: Some(now + 2 * ttl),
         ttl: Some(ttl as u64),
+        seq: Some(encoded.seq),
+        epoch: Some(board.epoch().to_owned()),
         status_list: StatusListPayload {
             bits: STATUS_BITS,
             lst: encoded.lst.to_string(),
@@ -266,10 +290,11 @@ pub async fn stream_changes(
         Some(Some(seen)) => state.registry.board().subscribe(Some(seen)),
         None => state.registry.board().subscribe(None),
     };
+    let epoch = state.registry.board().epoch().to_owned();
     let mut initial = vec![
         Event::default()
             .event("ready")
-            .data(format!("{{\"seq\":{current}}}")),
+            .data(serde_json::json!({"seq": current, "epoch": epoch}).to_string()),
     ];
     let mut last_sent = current;
     match resume {

@@ -340,6 +340,15 @@ pub struct StatusListClaims {
     /// Seconds a fetched list may be cached before it is fetched again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ttl: Option<u64>,
+    /// latchkey: the push-stream sequence number of the last change this
+    /// list includes. A verifier never installs a list older than a change
+    /// it has already applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
+    /// latchkey: the name of the sequence space `seq` counts in (it changes
+    /// only if the issuer's sequence starts over).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<String>,
     pub status_list: StatusListPayload,
 }
 
@@ -685,6 +694,8 @@ mod tests {
             iat: 1_686_920_170,
             exp: Some(2_291_720_170),
             ttl: Some(43_200),
+            seq: None,
+            epoch: None,
             status_list: StatusListPayload {
                 bits: 2,
                 lst: DRAFT_2BIT_LST.into(),

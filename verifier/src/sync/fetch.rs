@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use reqwest::header::{ACCEPT, CACHE_CONTROL, ETAG, HeaderMap, IF_NONE_MATCH};
+use reqwest::header::{ACCEPT, CACHE_CONTROL, ETAG, HeaderMap, IF_NONE_MATCH, PRAGMA};
 use serde::Deserialize;
 
 use crate::jwk::{KeySet, SigningAlgorithm};
@@ -88,19 +88,27 @@ pub(crate) fn max_age(headers: &HeaderMap) -> Option<Duration> {
 
 impl Http {
     /// `GET url`, revalidating with `etag` when given, reading at most
-    /// `limit` bytes.
+    /// `limit` bytes. `fresh` asks every cache on the way to revalidate
+    /// with the origin (`Cache-Control: no-cache`): for resyncs, and for a
+    /// second attempt after a stale copy.
     pub(crate) async fn get(
         &self,
         url: &str,
         accept: &str,
         etag: Option<&str>,
         limit: usize,
+        fresh: bool,
     ) -> Result<Fetched, FetchError> {
         let mut request = self
             .client
             .get(url)
             .header(ACCEPT, accept)
             .timeout(self.timeout);
+        if fresh {
+            request = request
+                .header(CACHE_CONTROL, "no-cache")
+                .header(PRAGMA, "no-cache");
+        }
         if let Some(etag) = etag {
             request = request.header(IF_NONE_MATCH, etag);
         }
@@ -142,9 +150,10 @@ impl Http {
     pub(crate) async fn get_json<T: serde::de::DeserializeOwned>(
         &self,
         url: &str,
+        fresh: bool,
     ) -> Result<(T, Option<Duration>), FetchError> {
         match self
-            .get(url, "application/json", None, MAX_DOCUMENT_BYTES)
+            .get(url, "application/json", None, MAX_DOCUMENT_BYTES, fresh)
             .await?
         {
             Fetched::Body { bytes, max_age, .. } => serde_json::from_slice(&bytes)
@@ -189,6 +198,15 @@ pub(crate) struct StatusIndex {
     pub(crate) lists: Vec<String>,
     #[serde(default)]
     pub(crate) bits: Option<u8>,
+    /// The stream's sequence when the index was made (latchkey).
+    #[serde(default)]
+    pub(crate) seq: Option<u64>,
+    /// Per list, the sequence of the last change it includes (latchkey).
+    #[serde(default)]
+    pub(crate) list_seqs: Vec<u64>,
+    /// The sequence space (latchkey).
+    #[serde(default)]
+    pub(crate) epoch: Option<String>,
 }
 
 /// Where RFC 8414 §3 puts the metadata of `issuer`: the well-known suffix

@@ -297,7 +297,7 @@ impl VerifierBuilder {
             introspection: metadata.introspection_endpoint.clone(),
         };
 
-        let jwks = tasks::fetch_jwks(&http, &endpoints.jwks, None)
+        let jwks = tasks::fetch_jwks(&http, &endpoints.jwks, None, false)
             .await
             .map_err(|reason| SyncError::Jwks {
                 url: endpoints.jwks.clone(),
@@ -358,6 +358,10 @@ impl VerifierBuilder {
             let _ = tokio::time::timeout(shared.http.timeout, ready_rx).await;
         }
         let mut lists = tasks::ListSync::default();
+        // From here on a stream that becomes ready finds lists fetched
+        // without it, and must be reconciled with them before it vouches
+        // for them (contract §8).
+        shared.store.begin_initial_sync();
         let generation = shared.store.resync_generation();
         let ttl = lists
             .full_sync(&shared)
@@ -377,7 +381,7 @@ impl VerifierBuilder {
 async fn fetch_metadata(http: &Http, urls: &[String]) -> Result<(String, Metadata), SyncError> {
     let mut last = None;
     for url in urls {
-        match http.get_json::<Metadata>(url).await {
+        match http.get_json::<Metadata>(url, false).await {
             Ok((metadata, _)) => return Ok((url.clone(), metadata)),
             Err(FetchError::Status(404)) => last = Some((url.clone(), FetchError::Status(404))),
             Err(e) => {

@@ -18,6 +18,17 @@
 //! Freshness: a list is known to be current as of the later of its last
 //! fetch and the last moment the stream was heard from while in sync (every
 //! event and keep-alive proves nothing was missed up to then).
+//!
+//! **It never goes back** (contract §8). Every change the issuer publishes
+//! has a sequence number within a named sequence space (its *epoch*), and
+//! every published list says the sequence of the last change it includes
+//! (its `seq` claim). The store keeps, per list, the newest sequence it
+//! holds (its *floor*: from the stream, or from an installed list) and
+//! refuses to install a list whose `seq` is below the floor it had when the
+//! fetch began, or that comes from another epoch than the stream's: such a
+//! list is a stale copy (a shared cache, an old replica) and installing it
+//! would undo a revocation. A refused list is fetched again bypassing
+//! caches, and never marks anything fresh.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
@@ -121,16 +132,74 @@ struct Writer {
     /// Changes applied so far (the counter of the newest one).
     counter: u64,
     log: VecDeque<LoggedChange>,
+    /// The issuer's sequence space: from the stream's `ready`, or (before
+    /// the stream is up) from the first list or index that names one.
+    epoch: Option<String>,
+    /// The highest sequence number the stream has announced in `epoch`.
+    stream_seq: u64,
+    /// Per list URI: the newest sequence number its held data includes.
+    floors: HashMap<String, u64>,
+}
+
+impl Writer {
+    fn floor(&self, uri: &str) -> u64 {
+        self.floors.get(uri).copied().unwrap_or(0)
+    }
+
+    fn raise_floor(&mut self, uri: &str, seq: u64) {
+        match self.floors.get_mut(uri) {
+            Some(floor) => *floor = (*floor).max(seq),
+            None => {
+                self.floors.insert(uri.to_owned(), seq);
+            }
+        }
+    }
+
+    /// Refuses data from another sequence space than the one followed;
+    /// adopts the first one seen.
+    fn check_epoch(&mut self, epoch: Option<&str>) -> Result<(), String> {
+        match (self.epoch.as_deref(), epoch) {
+            (Some(ours), Some(theirs)) if ours != theirs => Err(format!(
+                "it counts in sequence space {theirs:?}, but the issuer's stream is in {ours:?} (a stale copy from before the issuer's sequence started over)"
+            )),
+            (None, Some(theirs)) => {
+                self.epoch = Some(theirs.to_owned());
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Where a list's fetch began: replay the changes after `counter`, and
+/// refuse a list older than `floor`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Mark {
+    counter: u64,
+    at_ms: u64,
+    floor: u64,
+}
+
+/// How far a fetched list has come: the `seq` and `epoch` it claims, and
+/// the least `seq` the issuer's index says it must have.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ListVersion {
+    pub(crate) epoch: Option<String>,
+    pub(crate) seq: Option<u64>,
+    pub(crate) at_least: u64,
 }
 
 /// The result of installing a fetched list.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Installed {
     /// Installed and brought up to date with every change since the fetch.
     Current,
     /// Installed, but more changes arrived during the fetch than the log
     /// keeps: fetch it again (it is not marked fresh).
     Incomplete,
+    /// Not installed: older than what is held, or from another sequence
+    /// space. Why, for the log.
+    Stale(String),
 }
 
 /// All lists of one issuer, and how fresh they are.
@@ -145,6 +214,10 @@ pub(crate) struct StatusStore {
     /// `done < requested` the stream does not vouch for freshness.
     resync_requested: AtomicU64,
     resync_done: AtomicU64,
+    /// The first full fetch of the lists has begun: a stream `ready` from
+    /// now on found lists already fetched, so it must be reconciled with
+    /// them (a resync) before the stream vouches for them.
+    initial_sync_begun: AtomicBool,
 }
 
 impl std::fmt::Debug for StatusStore {
@@ -169,6 +242,7 @@ impl StatusStore {
             stream_connected: AtomicBool::new(false),
             resync_requested: AtomicU64::new(0),
             resync_done: AtomicU64::new(0),
+            initial_sync_begun: AtomicBool::new(false),
         }
     }
 
@@ -191,17 +265,73 @@ impl StatusStore {
         self.lists.load().len()
     }
 
-    /// The point after which changes must be replayed onto a list whose
-    /// fetch starts now.
-    pub(crate) fn mark(&self) -> (u64, u64) {
-        (self.writer().counter, self.clock.now_ms())
+    /// The point after which changes must be replayed onto the list at
+    /// `uri` whose fetch starts now, and the floor it must reach.
+    pub(crate) fn mark(&self, uri: &str) -> Mark {
+        let writer = self.writer();
+        Mark {
+            counter: writer.counter,
+            at_ms: self.clock.now_ms(),
+            floor: writer.floor(uri),
+        }
     }
 
-    /// Applies one change from the stream. Returns false if the list is not
-    /// held (yet): the change is still logged, so a fetch that began before
-    /// it will replay it.
-    pub(crate) fn apply(&self, uri: &str, idx: u64, status: TokenStatus) -> bool {
+    /// The stream said `ready` at sequence `seq` of sequence space `epoch`.
+    /// Returns true when the sequence space changed (another epoch, or the
+    /// sequence went back: the issuer's history was replaced), after which
+    /// everything held counts in a space that no longer exists: the floors
+    /// are forgotten, and the caller must resync.
+    pub(crate) fn stream_ready(&self, epoch: Option<&str>, seq: u64) -> bool {
         let mut writer = self.writer();
+        let other_epoch = matches!((writer.epoch.as_deref(), epoch), (Some(a), Some(b)) if a != b);
+        let went_back = seq < writer.stream_seq;
+        if other_epoch || went_back {
+            writer.floors.clear();
+            writer.epoch = epoch.map(str::to_owned);
+            writer.stream_seq = seq;
+            return true;
+        }
+        if writer.epoch.is_none() {
+            writer.epoch = epoch.map(str::to_owned);
+        }
+        writer.stream_seq = writer.stream_seq.max(seq);
+        false
+    }
+
+    /// Checks the issuer's list index before its lists are fetched: it must
+    /// be in the stream's sequence space and not older than what the stream
+    /// announced.
+    pub(crate) fn check_index(&self, epoch: Option<&str>, seq: Option<u64>) -> Result<(), String> {
+        let mut writer = self.writer();
+        writer.check_epoch(epoch)?;
+        match seq {
+            Some(seq) if seq < writer.stream_seq => Err(format!(
+                "the index is at sequence {seq}, but the stream already announced {} (a stale copy)",
+                writer.stream_seq
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// Marks the first full fetch of the lists as begun (see
+    /// [`StatusStore::initial_sync_begun`]).
+    pub(crate) fn begin_initial_sync(&self) {
+        self.initial_sync_begun.store(true, Ordering::Release);
+    }
+
+    /// Whether lists were already being fetched: a stream that becomes
+    /// ready now must be reconciled with them.
+    pub(crate) fn initial_sync_begun(&self) -> bool {
+        self.initial_sync_begun.load(Ordering::Acquire)
+    }
+
+    /// Applies change `seq` from the stream. Returns false if the list is
+    /// not held (yet): the change is still logged, so a fetch that began
+    /// before it will replay it, and a list older than it is refused.
+    pub(crate) fn apply(&self, uri: &str, idx: u64, status: TokenStatus, seq: u64) -> bool {
+        let mut writer = self.writer();
+        writer.raise_floor(uri, seq);
+        writer.stream_seq = writer.stream_seq.max(seq);
         writer.counter += 1;
         let counter = writer.counter;
         if writer.log.len() >= LOG_CAPACITY {
@@ -220,10 +350,35 @@ impl StatusStore {
     }
 
     /// Installs a list fetched after `mark` (from [`StatusStore::mark`]) and
-    /// replays the changes logged since.
-    pub(crate) fn install(&self, uri: &str, list: &StatusList, mark: (u64, u64)) -> Installed {
-        let (counter_mark, fetched_ms) = mark;
-        let writer = self.writer();
+    /// replays the changes logged since — unless it is older than what was
+    /// held when the fetch began, or from another sequence space.
+    pub(crate) fn install(
+        &self,
+        uri: &str,
+        list: &StatusList,
+        mark: Mark,
+        version: &ListVersion,
+    ) -> Installed {
+        let Mark {
+            counter: counter_mark,
+            at_ms: fetched_ms,
+            floor,
+        } = mark;
+        let mut writer = self.writer();
+        if let Err(why) = writer.check_epoch(version.epoch.as_deref()) {
+            return Installed::Stale(why);
+        }
+        let required = floor.max(version.at_least);
+        // A list without `seq` comes from an issuer that does not publish
+        // sequences; nothing can be compared.
+        if let Some(seq) = version.seq {
+            if seq < required {
+                return Installed::Stale(format!(
+                    "it includes changes up to sequence {seq}, but {required} was already applied or announced (a stale copy)"
+                ));
+            }
+            writer.raise_floor(uri, seq);
+        }
         let lists = self.lists.load();
         let slot = match lists.get(uri) {
             Some(slot) => {
@@ -339,12 +494,12 @@ mod tests {
     fn install_and_read() {
         let store = StatusStore::new(Clock::new());
         assert!(store.lookup(URI).is_none());
-        let m = store.mark();
+        let m = store.mark(URI);
         let l = list(
             16,
             &[(3, TokenStatus::Invalid), (15, TokenStatus::Suspended)],
         );
-        assert_eq!(store.install(URI, &l, m), Installed::Current);
+        assert_eq!(store.install(URI, &l, m, &ListVersion::default()), Installed::Current);
         let slot = store.lookup(URI).unwrap();
         assert_eq!(slot.get(0), Some(TokenStatus::Valid));
         assert_eq!(slot.get(3), Some(TokenStatus::Invalid));
@@ -357,42 +512,42 @@ mod tests {
     #[test]
     fn apply_is_seen_by_readers_holding_the_slot() {
         let store = StatusStore::new(Clock::new());
-        store.install(URI, &list(8, &[]), store.mark());
+        store.install(URI, &list(8, &[]), store.mark(URI), &ListVersion::default());
         let slot = store.lookup(URI).unwrap();
-        assert!(store.apply(URI, 5, TokenStatus::Suspended));
+        assert!(store.apply(URI, 5, TokenStatus::Suspended, 1));
         assert_eq!(slot.get(5), Some(TokenStatus::Suspended));
-        assert!(store.apply(URI, 5, TokenStatus::Invalid));
+        assert!(store.apply(URI, 5, TokenStatus::Invalid, 2));
         assert_eq!(slot.get(5), Some(TokenStatus::Invalid));
         assert_eq!(slot.get(4), Some(TokenStatus::Valid));
         assert_eq!(slot.get(6), Some(TokenStatus::Valid));
         // Out of range, or an unknown list: nothing to apply.
-        assert!(!store.apply(URI, 8, TokenStatus::Invalid));
-        assert!(!store.apply("https://other/v1/status/1", 1, TokenStatus::Invalid));
+        assert!(!store.apply(URI, 8, TokenStatus::Invalid, 3));
+        assert!(!store.apply("https://other/v1/status/1", 1, TokenStatus::Invalid, 4));
     }
 
     #[test]
     fn changes_during_a_fetch_are_replayed() {
         let store = StatusStore::new(Clock::new());
-        store.install(URI, &list(8, &[]), store.mark());
+        store.install(URI, &list(8, &[]), store.mark(URI), &ListVersion::default());
         // A fetch starts; meanwhile the stream revokes entry 2...
-        let m = store.mark();
-        store.apply(URI, 2, TokenStatus::Invalid);
+        let m = store.mark(URI);
+        store.apply(URI, 2, TokenStatus::Invalid, 5);
         // ...and the fetched list predates it.
-        assert_eq!(store.install(URI, &list(8, &[]), m), Installed::Current);
+        assert_eq!(store.install(URI, &list(8, &[]), m, &ListVersion::default()), Installed::Current);
         let slot = store.lookup(URI).unwrap();
         assert_eq!(slot.get(2), Some(TokenStatus::Invalid));
         // A change before the mark is not replayed over a newer list.
-        let m = store.mark();
-        assert_eq!(store.install(URI, &list(8, &[]), m), Installed::Current);
+        let m = store.mark(URI);
+        assert_eq!(store.install(URI, &list(8, &[]), m, &ListVersion::default()), Installed::Current);
         assert_eq!(slot.get(2), Some(TokenStatus::Valid));
     }
 
     #[test]
     fn changes_to_a_list_not_yet_held_are_replayed_when_it_arrives() {
         let store = StatusStore::new(Clock::new());
-        let m = store.mark();
-        assert!(!store.apply(URI, 1, TokenStatus::Suspended));
-        store.install(URI, &list(8, &[]), m);
+        let m = store.mark(URI);
+        assert!(!store.apply(URI, 1, TokenStatus::Suspended, 6));
+        store.install(URI, &list(8, &[]), m, &ListVersion::default());
         assert_eq!(
             store.lookup(URI).unwrap().get(1),
             Some(TokenStatus::Suspended)
@@ -402,15 +557,15 @@ mod tests {
     #[test]
     fn log_overflow_asks_for_another_fetch() {
         let store = StatusStore::new(Clock::new());
-        let m = store.mark();
+        let m = store.mark(URI);
         for i in 0..(LOG_CAPACITY as u64 + 10) {
-            store.apply(URI, i % 8, TokenStatus::Valid);
+            store.apply(URI, i % 8, TokenStatus::Valid, i + 1);
         }
-        assert_eq!(store.install(URI, &list(8, &[]), m), Installed::Incomplete);
+        assert_eq!(store.install(URI, &list(8, &[]), m, &ListVersion::default()), Installed::Incomplete);
         let slot = store.lookup(URI).unwrap();
         assert_eq!(slot.fetched_ms(), 0, "not marked fresh");
         assert_eq!(
-            store.install(URI, &list(8, &[]), store.mark()),
+            store.install(URI, &list(8, &[]), store.mark(URI), &ListVersion::default()),
             Installed::Current
         );
     }
@@ -419,7 +574,7 @@ mod tests {
     fn freshness_and_resync() {
         let store = StatusStore::new(Clock::new());
         assert_eq!(store.oldest_age(), None);
-        store.install(URI, &list(8, &[]), store.mark());
+        store.install(URI, &list(8, &[]), store.mark(URI), &ListVersion::default());
         assert!(store.oldest_age().unwrap() < Duration::from_secs(1));
 
         let generation = store.request_resync();
@@ -430,5 +585,110 @@ mod tests {
         assert!(!store.resync_pending());
         store.stream_heard();
         assert!(store.stream_heard_ms.load(Ordering::Relaxed) > 0);
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod never_goes_back {
+    use super::*;
+
+    const URI: &str = "https://issuer.example/v1/status/0";
+
+    fn version(epoch: &str, seq: u64) -> ListVersion {
+        ListVersion {
+            epoch: Some(epoch.into()),
+            seq: Some(seq),
+            at_least: 0,
+        }
+    }
+
+    fn revoked(idx: usize) -> StatusList {
+        let mut l = StatusList::new(8);
+        l.set(idx, TokenStatus::Invalid).unwrap();
+        l
+    }
+
+    #[test]
+    fn a_list_older_than_an_applied_change_is_refused() {
+        let store = StatusStore::new(Clock::new());
+        assert!(!store.stream_ready(Some("e1"), 10));
+        let m = store.mark(URI);
+        assert_eq!(
+            store.install(URI, &StatusList::new(8), m, &version("e1", 10)),
+            Installed::Current
+        );
+        // The stream revokes entry 3 at sequence 11...
+        assert!(store.apply(URI, 3, TokenStatus::Invalid, 11));
+        // ...then a cache hands back the list from before it.
+        let stale = store.install(URI, &StatusList::new(8), store.mark(URI), &version("e1", 10));
+        assert!(matches!(stale, Installed::Stale(_)), "{stale:?}");
+        let slot = store.lookup(URI).unwrap();
+        assert_eq!(slot.get(3), Some(TokenStatus::Invalid), "the revocation stands");
+        // The issuer's own copy includes the change: installed.
+        assert_eq!(
+            store.install(URI, &revoked(3), store.mark(URI), &version("e1", 11)),
+            Installed::Current
+        );
+        // And a newer list never lets an older one back in.
+        let stale = store.install(URI, &StatusList::new(8), store.mark(URI), &version("e1", 10));
+        assert!(matches!(stale, Installed::Stale(_)));
+        assert_eq!(slot.get(3), Some(TokenStatus::Invalid));
+    }
+
+    #[test]
+    fn a_list_in_flight_when_a_change_arrives_is_installed_and_replayed() {
+        let store = StatusStore::new(Clock::new());
+        store.stream_ready(Some("e1"), 10);
+        let m = store.mark(URI);
+        // The change arrives while the fetch (of a list at 10) is in flight.
+        store.apply(URI, 3, TokenStatus::Invalid, 11);
+        assert_eq!(
+            store.install(URI, &StatusList::new(8), m, &version("e1", 10)),
+            Installed::Current
+        );
+        assert_eq!(store.lookup(URI).unwrap().get(3), Some(TokenStatus::Invalid));
+    }
+
+    #[test]
+    fn the_index_sets_a_floor_for_lists_the_stream_said_nothing_about() {
+        let store = StatusStore::new(Clock::new());
+        store.stream_ready(Some("e1"), 20);
+        assert!(store.check_index(Some("e1"), Some(19)).is_err(), "an index older than the stream");
+        store.check_index(Some("e1"), Some(20)).unwrap();
+        let at_least = ListVersion {
+            at_least: 15,
+            ..version("e1", 12)
+        };
+        assert!(matches!(
+            store.install(URI, &StatusList::new(8), store.mark(URI), &at_least),
+            Installed::Stale(_)
+        ));
+    }
+
+    #[test]
+    fn another_sequence_space_is_refused_until_the_stream_moves_to_it() {
+        let store = StatusStore::new(Clock::new());
+        store.stream_ready(Some("e1"), 50);
+        store.install(URI, &revoked(3), store.mark(URI), &version("e1", 50));
+        // A copy from another epoch, however high its seq, is not installed.
+        assert!(matches!(
+            store.install(URI, &StatusList::new(8), store.mark(URI), &version("e0", 900)),
+            Installed::Stale(_)
+        ));
+        assert!(store.check_index(Some("e0"), Some(900)).is_err());
+        // The issuer starts over (another epoch, a lower sequence).
+        assert!(store.stream_ready(Some("e2"), 2));
+        assert!(matches!(
+            store.install(URI, &revoked(3), store.mark(URI), &version("e1", 50)),
+            Installed::Stale(_)
+        ));
+        assert_eq!(
+            store.install(URI, &revoked(3), store.mark(URI), &version("e2", 2)),
+            Installed::Current
+        );
+        // The same epoch going back also counts as starting over.
+        assert!(store.stream_ready(Some("e2"), 1));
+        assert!(!store.stream_ready(Some("e2"), 1));
     }
 }

@@ -19,7 +19,7 @@ use super::fetch::{
     StatusJwtError, describe, verify_status_list_jwt,
 };
 use super::sse::SseParser;
-use super::store::Installed;
+use super::store::{Installed, ListVersion};
 use crate::claims::TokenStatus;
 use crate::jwk::KeySet;
 use crate::status_list::{STATUS_BITS, StatusList};
@@ -102,6 +102,7 @@ pub(crate) async fn fetch_jwks(
     http: &Http,
     url: &str,
     etag: Option<&str>,
+    fresh: bool,
 ) -> Result<JwksFetch, String> {
     match http
         .get(
@@ -109,6 +110,7 @@ pub(crate) async fn fetch_jwks(
             "application/jwk-set+json, application/json",
             etag,
             MAX_DOCUMENT_BYTES,
+            fresh,
         )
         .await
         .map_err(|e| e.to_string())?
@@ -138,6 +140,92 @@ fn refresh_after(max_age: Option<Duration>, floor: Duration) -> Duration {
         .clamp(floor.max(Duration::from_secs(1)), MAX_REFRESH)
 }
 
+/// What the JWKS task remembers so that the key set never goes back: the
+/// `kid`s the issuer has withdrawn. A withdrawn key's tokens died with it
+/// (retired keys' tokens are not all in the status lists), so a JWKS that
+/// publishes one again is a stale copy and is refused.
+#[derive(Debug, Default)]
+pub(crate) struct KeyHistory {
+    withdrawn: std::collections::HashSet<String>,
+}
+
+/// What to do with a fetched key set.
+#[derive(Debug, PartialEq, Eq)]
+enum KeySetCheck {
+    Install,
+    /// Withdraws keys; a copy that may come from a cache must be confirmed
+    /// with the issuer first (a stale copy can also *lack* a new key).
+    Confirm,
+    /// Publishes a key withdrawn before: a stale copy.
+    Refuse(String),
+}
+
+impl KeyHistory {
+    fn check(&self, held: &KeySet, fetched: &KeySet, fresh: bool) -> KeySetCheck {
+        if let Some(kid) = fetched.kids().find(|kid| self.withdrawn.contains(*kid)) {
+            return KeySetCheck::Refuse(format!(
+                "it publishes key {kid:?} again after the issuer withdrew it (a stale copy)"
+            ));
+        }
+        let withdraws = held.kids().any(|kid| fetched.get(kid).is_none());
+        if withdraws && !fresh {
+            KeySetCheck::Confirm
+        } else {
+            KeySetCheck::Install
+        }
+    }
+
+    fn installed(&mut self, held: &KeySet, fetched: &KeySet) {
+        self.withdrawn.extend(
+            held.kids()
+                .filter(|kid| fetched.get(kid).is_none())
+                .map(str::to_owned),
+        );
+    }
+}
+
+/// Fetches the JWKS and installs it unless it would go back; a copy that
+/// withdraws keys is confirmed bypassing caches, and a stale one is
+/// fetched again the same way. `fresh` bypasses caches from the start
+/// (a fetch for an unknown `kid`).
+async fn sync_jwks(
+    shared: &Shared,
+    history: &mut KeyHistory,
+    url: &str,
+    etag: &mut Option<String>,
+    mut fresh: bool,
+) -> Result<Option<Duration>, String> {
+    loop {
+        match fetch_jwks(&shared.http, url, etag.as_deref(), fresh).await? {
+            JwksFetch::NotModified { max_age } => return Ok(max_age),
+            JwksFetch::Fresh {
+                keys,
+                etag: new_etag,
+                max_age,
+            } => {
+                let held = shared.keys.load_full();
+                match history.check(&held, &keys, fresh) {
+                    KeySetCheck::Install => {
+                        tracing::debug!(keys = keys.len(), "latchkey verifier: JWKS refreshed");
+                        history.installed(&held, &keys);
+                        shared.keys.store(Arc::new(keys));
+                        *etag = new_etag;
+                        return Ok(max_age);
+                    }
+                    KeySetCheck::Confirm => {}
+                    KeySetCheck::Refuse(why) if fresh => return Err(why),
+                    KeySetCheck::Refuse(why) => {
+                        tracing::warn!(url = %url, why = %why, "latchkey verifier: refused a JWKS; fetching it again from the issuer");
+                    }
+                }
+                // Ask the issuer itself, past any cache (and its ETag).
+                fresh = true;
+                *etag = None;
+            }
+        }
+    }
+}
+
 /// Keeps the JWKS fresh: by its `max-age`, and on request (an unknown
 /// `kid`) at most once per cooldown.
 pub(crate) async fn jwks_task(
@@ -146,12 +234,15 @@ pub(crate) async fn jwks_task(
     max_age: Option<Duration>,
 ) {
     let url = shared.endpoints.jwks.clone();
+    let mut history = KeyHistory::default();
     let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(300));
     let mut due = Instant::now() + refresh_after(max_age, shared.jwks_cooldown);
     let mut last_attempt = Instant::now();
     loop {
-        tokio::select! {
-            () = sleep_until(due) => {}
+        // An unknown `kid` asks the issuer itself: a cache would not know
+        // the new key either.
+        let fresh = tokio::select! {
+            () = sleep_until(due) => false,
             () = shared.jwks_wake.notified() => {
                 let earliest = last_attempt + shared.jwks_cooldown;
                 if Instant::now() < earliest {
@@ -159,25 +250,15 @@ pub(crate) async fn jwks_task(
                     due = due.min(earliest);
                     continue;
                 }
+                true
             }
-        }
+        };
         last_attempt = Instant::now();
         shared
             .jwks_last_attempt_ms
             .store(shared.store.clock().now_ms(), Ordering::Release);
-        match fetch_jwks(&shared.http, &url, etag.as_deref()).await {
-            Ok(JwksFetch::Fresh {
-                keys,
-                etag: new_etag,
-                max_age,
-            }) => {
-                tracing::debug!(keys = keys.len(), "latchkey verifier: JWKS refreshed");
-                shared.keys.store(Arc::new(keys));
-                etag = new_etag;
-                backoff.reset();
-                due = Instant::now() + refresh_after(max_age, shared.jwks_cooldown);
-            }
-            Ok(JwksFetch::NotModified { max_age }) => {
+        match sync_jwks(&shared, &mut history, &url, &mut etag, fresh).await {
+            Ok(max_age) => {
                 backoff.reset();
                 due = Instant::now() + refresh_after(max_age, shared.jwks_cooldown);
             }
@@ -199,6 +280,7 @@ struct CachedList {
     etag: String,
     list: StatusList,
     ttl: Option<Duration>,
+    version: ListVersion,
 }
 
 /// The list task's memory between syncs.
@@ -210,16 +292,33 @@ pub(crate) struct ListSync {
 impl ListSync {
     /// Fetches the index and every list in it, and installs them. Returns
     /// the shortest `ttl` seen; on failure, the URL and the reason.
+    ///
+    /// While a resync is pending (a gap, a reset, a reconnect) every fetch
+    /// bypasses caches. Otherwise an index or list older than what the
+    /// stream already told is fetched once more bypassing caches, then
+    /// refused (the last good data stays, and is not marked fresh).
     pub(crate) async fn full_sync(
         &mut self,
         shared: &Shared,
     ) -> Result<Duration, (String, String)> {
         let index_url = &shared.endpoints.status_index;
-        let (index, _) = shared
-            .http
-            .get_json::<StatusIndex>(index_url)
-            .await
-            .map_err(|e| (index_url.clone(), e.to_string()))?;
+        let resync = shared.store.resync_pending();
+        let mut fresh = resync;
+        let index = loop {
+            let (index, _) = shared
+                .http
+                .get_json::<StatusIndex>(index_url, fresh)
+                .await
+                .map_err(|e| (index_url.clone(), e.to_string()))?;
+            match shared
+                .store
+                .check_index(index.epoch.as_deref(), index.seq)
+            {
+                Ok(()) => break index,
+                Err(why) if fresh => return Err((index_url.clone(), why)),
+                Err(_) => fresh = true,
+            }
+        };
         if let Some(bits) = index.bits.filter(|&b| b != STATUS_BITS) {
             return Err((
                 index_url.clone(),
@@ -227,9 +326,10 @@ impl ListSync {
             ));
         }
         let mut ttl: Option<Duration> = None;
-        for uri in &index.lists {
+        for (i, uri) in index.lists.iter().enumerate() {
+            let at_least = index.list_seqs.get(i).copied().unwrap_or(0);
             let list_ttl = self
-                .sync_list(shared, uri)
+                .sync_list(shared, uri, at_least, resync)
                 .await
                 .map_err(|e| (uri.clone(), e))?;
             ttl = Some(ttl.map_or(list_ttl, |t| t.min(list_ttl)));
@@ -239,22 +339,36 @@ impl ListSync {
 
     /// Fetches one list (revalidating with its `ETag`), verifies it and
     /// installs it, replaying the stream's changes since the fetch began.
-    async fn sync_list(&mut self, shared: &Shared, uri: &str) -> Result<Duration, String> {
+    /// A list older than `at_least` (from the index) or than what is held
+    /// is fetched again bypassing caches, then refused.
+    async fn sync_list(
+        &mut self,
+        shared: &Shared,
+        uri: &str,
+        at_least: u64,
+        mut fresh: bool,
+    ) -> Result<Duration, String> {
         let mut refreshed_keys = false;
         for _ in 0..4 {
-            let mark = shared.store.mark();
+            let mark = shared.store.mark(uri);
             let etag = self.cached.get(uri).map(|c| c.etag.as_str());
             let fetched = shared
                 .http
-                .get(uri, STATUS_LIST_ACCEPT, etag, MAX_STATUS_LIST_BYTES)
+                .get(uri, STATUS_LIST_ACCEPT, etag, MAX_STATUS_LIST_BYTES, fresh)
                 .await
                 .map_err(|e| e.to_string())?;
             let (installed, ttl) = match fetched {
                 Fetched::NotModified { max_age } => match self.cached.get(uri) {
-                    Some(cached) => (
-                        shared.store.install(uri, &cached.list, mark),
-                        cached.ttl.or(max_age),
-                    ),
+                    Some(cached) => {
+                        let version = ListVersion {
+                            at_least,
+                            ..cached.version.clone()
+                        };
+                        (
+                            shared.store.install(uri, &cached.list, mark, &version),
+                            cached.ttl.or(max_age),
+                        )
+                    }
                     // A 304 for a list we no longer hold: fetch it whole.
                     None => continue,
                 },
@@ -281,22 +395,42 @@ impl ListSync {
                         }
                         Err(StatusJwtError::Invalid(why)) => return Err(why),
                     };
-                    let installed = shared.store.install(uri, &list, mark);
+                    let version = ListVersion {
+                        epoch: claims.epoch,
+                        seq: claims.seq,
+                        at_least,
+                    };
+                    let installed = shared.store.install(uri, &list, mark, &version);
                     let ttl = claims.ttl.map(Duration::from_secs).or(max_age);
                     match etag {
-                        Some(etag) => {
-                            self.cached
-                                .insert(uri.to_owned(), CachedList { etag, list, ttl });
+                        Some(etag) if !matches!(installed, Installed::Stale(_)) => {
+                            self.cached.insert(
+                                uri.to_owned(),
+                                CachedList {
+                                    etag,
+                                    list,
+                                    ttl,
+                                    version,
+                                },
+                            );
                         }
-                        None => {
+                        _ => {
                             self.cached.remove(uri);
                         }
                     }
                     (installed, ttl)
                 }
             };
-            if installed == Installed::Current {
-                return Ok(ttl.unwrap_or(DEFAULT_REFRESH));
+            match installed {
+                Installed::Current => return Ok(ttl.unwrap_or(DEFAULT_REFRESH)),
+                Installed::Incomplete => {}
+                Installed::Stale(why) if fresh => return Err(why),
+                Installed::Stale(why) => {
+                    tracing::warn!(uri = %uri, why = %why, "latchkey verifier: refused a stale status list; fetching it again from the issuer");
+                    // Past every cache, and without the stale copy's ETag.
+                    fresh = true;
+                    self.cached.remove(uri);
+                }
             }
         }
         Err("the list kept changing faster than it could be fetched".into())
@@ -344,6 +478,8 @@ pub(crate) async fn lists_task(shared: Arc<Shared>, mut lists: ListSync, ttl: Du
 #[derive(Deserialize)]
 struct ReadyData {
     seq: u64,
+    #[serde(default)]
+    epoch: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -368,8 +504,6 @@ struct StreamEnd {
 struct StreamState {
     /// The last sequence number applied (`Last-Event-ID` on reconnect).
     last_seq: Option<u64>,
-    /// A connection has been ready before: a new one means a reconnect.
-    connected_before: bool,
     ready_tx: Option<oneshot::Sender<()>>,
 }
 
@@ -377,7 +511,6 @@ struct StreamState {
 pub(crate) async fn stream_task(shared: Arc<Shared>, url: String, ready_tx: oneshot::Sender<()>) {
     let mut state = StreamState {
         last_seq: None,
-        connected_before: false,
         ready_tx: Some(ready_tx),
     };
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(30));
@@ -388,7 +521,6 @@ pub(crate) async fn stream_task(shared: Arc<Shared>, url: String, ready_tx: ones
             let _ = tx.send(());
         }
         if end.was_ready {
-            state.connected_before = true;
             backoff.reset();
         }
         let delay = backoff.next_delay();
@@ -443,19 +575,25 @@ async fn stream_once(shared: &Shared, url: &str, state: &mut StreamState) -> Str
                         return end(was_ready, "a malformed ready event".into());
                     };
                     was_ready = true;
+                    // Decided before the stream counts as connected: the
+                    // first fetch of the lists either follows this `ready`
+                    // (and sees every change before it) or has begun, and
+                    // then the lists were fetched without the stream.
+                    let fetched_without_stream = shared.store.initial_sync_begun();
                     shared.store.set_stream_connected(true);
-                    match state.last_seq {
-                        None => state.last_seq = Some(data.seq),
-                        // The issuer restarted (or lost its sequence).
-                        Some(prev) if data.seq < prev => {
-                            request_resync(shared);
-                            state.last_seq = Some(data.seq);
-                        }
-                        // Missed events, if any, are replayed next.
-                        Some(_) => {}
+                    if shared.store.stream_ready(data.epoch.as_deref(), data.seq) {
+                        // The issuer's sequence started over: what was
+                        // applied counts in a space that no longer exists.
+                        state.last_seq = Some(data.seq);
+                        request_resync(shared);
+                    } else if state.last_seq.is_none() {
+                        state.last_seq = Some(data.seq);
                     }
-                    if state.connected_before {
-                        // Whatever happened while disconnected, re-fetch.
+                    // Missed events, if any, are replayed next; but any
+                    // `ready` after the first fetch began (a late stream,
+                    // a reconnect) is reconciled with the lists before the
+                    // stream vouches for them (contract §8).
+                    if fetched_without_stream {
                         request_resync(shared);
                     }
                     ready_seq = Some(data.seq);
@@ -490,7 +628,7 @@ async fn stream_once(shared: &Shared, url: &str, state: &mut StreamState) -> Str
                         }
                     };
                     let status = TokenStatus::from_bits(data.status);
-                    if !shared.store.apply(&uri, data.idx, status) {
+                    if !shared.store.apply(&uri, data.idx, status, data.seq) {
                         // A list not fetched yet (or an index past its end).
                         shared.lists_wake.notify_one();
                     }
