@@ -95,11 +95,7 @@ pub async fn list_index(State(state): State<AppState>) -> Response {
         list_seqs,
         epoch: board.epoch().to_owned(),
     };
-    (
-        [(header::CACHE_CONTROL, "no-store")],
-        axum::Json(index),
-    )
-        .into_response()
+    ([(header::CACHE_CONTROL, "no-store")], axum::Json(index)).into_response()
 }
 
 fn wants_json(headers: &HeaderMap) -> bool {

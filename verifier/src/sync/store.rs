@@ -300,9 +300,21 @@ impl StatusStore {
 
     /// Checks the issuer's list index before its lists are fetched: it must
     /// be in the stream's sequence space and not older than what the stream
-    /// announced.
+    /// announced. The index is never stored by caches (`no-store`), so
+    /// while no stream is connected to say otherwise, an index in another
+    /// sequence space means the issuer's sequence started over: it is
+    /// adopted (the floors are forgotten), so that a verifier that only
+    /// polls follows the issuer.
     pub(crate) fn check_index(&self, epoch: Option<&str>, seq: Option<u64>) -> Result<(), String> {
         let mut writer = self.writer();
+        if let Some(theirs) = epoch
+            && writer.epoch.as_deref().is_some_and(|ours| ours != theirs)
+            && !self.stream_connected()
+        {
+            writer.floors.clear();
+            writer.epoch = Some(theirs.to_owned());
+            writer.stream_seq = seq.unwrap_or(0);
+        }
         writer.check_epoch(epoch)?;
         match seq {
             Some(seq) if seq < writer.stream_seq => Err(format!(
@@ -499,7 +511,10 @@ mod tests {
             16,
             &[(3, TokenStatus::Invalid), (15, TokenStatus::Suspended)],
         );
-        assert_eq!(store.install(URI, &l, m, &ListVersion::default()), Installed::Current);
+        assert_eq!(
+            store.install(URI, &l, m, &ListVersion::default()),
+            Installed::Current
+        );
         let slot = store.lookup(URI).unwrap();
         assert_eq!(slot.get(0), Some(TokenStatus::Valid));
         assert_eq!(slot.get(3), Some(TokenStatus::Invalid));
@@ -533,12 +548,18 @@ mod tests {
         let m = store.mark(URI);
         store.apply(URI, 2, TokenStatus::Invalid, 5);
         // ...and the fetched list predates it.
-        assert_eq!(store.install(URI, &list(8, &[]), m, &ListVersion::default()), Installed::Current);
+        assert_eq!(
+            store.install(URI, &list(8, &[]), m, &ListVersion::default()),
+            Installed::Current
+        );
         let slot = store.lookup(URI).unwrap();
         assert_eq!(slot.get(2), Some(TokenStatus::Invalid));
         // A change before the mark is not replayed over a newer list.
         let m = store.mark(URI);
-        assert_eq!(store.install(URI, &list(8, &[]), m, &ListVersion::default()), Installed::Current);
+        assert_eq!(
+            store.install(URI, &list(8, &[]), m, &ListVersion::default()),
+            Installed::Current
+        );
         assert_eq!(slot.get(2), Some(TokenStatus::Valid));
     }
 
@@ -561,7 +582,10 @@ mod tests {
         for i in 0..(LOG_CAPACITY as u64 + 10) {
             store.apply(URI, i % 8, TokenStatus::Valid, i + 1);
         }
-        assert_eq!(store.install(URI, &list(8, &[]), m, &ListVersion::default()), Installed::Incomplete);
+        assert_eq!(
+            store.install(URI, &list(8, &[]), m, &ListVersion::default()),
+            Installed::Incomplete
+        );
         let slot = store.lookup(URI).unwrap();
         assert_eq!(slot.fetched_ms(), 0, "not marked fresh");
         assert_eq!(
@@ -621,17 +645,31 @@ mod never_goes_back {
         // The stream revokes entry 3 at sequence 11...
         assert!(store.apply(URI, 3, TokenStatus::Invalid, 11));
         // ...then a cache hands back the list from before it.
-        let stale = store.install(URI, &StatusList::new(8), store.mark(URI), &version("e1", 10));
+        let stale = store.install(
+            URI,
+            &StatusList::new(8),
+            store.mark(URI),
+            &version("e1", 10),
+        );
         assert!(matches!(stale, Installed::Stale(_)), "{stale:?}");
         let slot = store.lookup(URI).unwrap();
-        assert_eq!(slot.get(3), Some(TokenStatus::Invalid), "the revocation stands");
+        assert_eq!(
+            slot.get(3),
+            Some(TokenStatus::Invalid),
+            "the revocation stands"
+        );
         // The issuer's own copy includes the change: installed.
         assert_eq!(
             store.install(URI, &revoked(3), store.mark(URI), &version("e1", 11)),
             Installed::Current
         );
         // And a newer list never lets an older one back in.
-        let stale = store.install(URI, &StatusList::new(8), store.mark(URI), &version("e1", 10));
+        let stale = store.install(
+            URI,
+            &StatusList::new(8),
+            store.mark(URI),
+            &version("e1", 10),
+        );
         assert!(matches!(stale, Installed::Stale(_)));
         assert_eq!(slot.get(3), Some(TokenStatus::Invalid));
     }
@@ -647,14 +685,20 @@ mod never_goes_back {
             store.install(URI, &StatusList::new(8), m, &version("e1", 10)),
             Installed::Current
         );
-        assert_eq!(store.lookup(URI).unwrap().get(3), Some(TokenStatus::Invalid));
+        assert_eq!(
+            store.lookup(URI).unwrap().get(3),
+            Some(TokenStatus::Invalid)
+        );
     }
 
     #[test]
     fn the_index_sets_a_floor_for_lists_the_stream_said_nothing_about() {
         let store = StatusStore::new(Clock::new());
         store.stream_ready(Some("e1"), 20);
-        assert!(store.check_index(Some("e1"), Some(19)).is_err(), "an index older than the stream");
+        assert!(
+            store.check_index(Some("e1"), Some(19)).is_err(),
+            "an index older than the stream"
+        );
         store.check_index(Some("e1"), Some(20)).unwrap();
         let at_least = ListVersion {
             at_least: 15,
@@ -673,7 +717,12 @@ mod never_goes_back {
         store.install(URI, &revoked(3), store.mark(URI), &version("e1", 50));
         // A copy from another epoch, however high its seq, is not installed.
         assert!(matches!(
-            store.install(URI, &StatusList::new(8), store.mark(URI), &version("e0", 900)),
+            store.install(
+                URI,
+                &StatusList::new(8),
+                store.mark(URI),
+                &version("e0", 900)
+            ),
             Installed::Stale(_)
         ));
         assert!(store.check_index(Some("e0"), Some(900)).is_err());

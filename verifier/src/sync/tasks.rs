@@ -140,92 +140,6 @@ fn refresh_after(max_age: Option<Duration>, floor: Duration) -> Duration {
         .clamp(floor.max(Duration::from_secs(1)), MAX_REFRESH)
 }
 
-/// What the JWKS task remembers so that the key set never goes back: the
-/// `kid`s the issuer has withdrawn. A withdrawn key's tokens died with it
-/// (retired keys' tokens are not all in the status lists), so a JWKS that
-/// publishes one again is a stale copy and is refused.
-#[derive(Debug, Default)]
-pub(crate) struct KeyHistory {
-    withdrawn: std::collections::HashSet<String>,
-}
-
-/// What to do with a fetched key set.
-#[derive(Debug, PartialEq, Eq)]
-enum KeySetCheck {
-    Install,
-    /// Withdraws keys; a copy that may come from a cache must be confirmed
-    /// with the issuer first (a stale copy can also *lack* a new key).
-    Confirm,
-    /// Publishes a key withdrawn before: a stale copy.
-    Refuse(String),
-}
-
-impl KeyHistory {
-    fn check(&self, held: &KeySet, fetched: &KeySet, fresh: bool) -> KeySetCheck {
-        if let Some(kid) = fetched.kids().find(|kid| self.withdrawn.contains(*kid)) {
-            return KeySetCheck::Refuse(format!(
-                "it publishes key {kid:?} again after the issuer withdrew it (a stale copy)"
-            ));
-        }
-        let withdraws = held.kids().any(|kid| fetched.get(kid).is_none());
-        if withdraws && !fresh {
-            KeySetCheck::Confirm
-        } else {
-            KeySetCheck::Install
-        }
-    }
-
-    fn installed(&mut self, held: &KeySet, fetched: &KeySet) {
-        self.withdrawn.extend(
-            held.kids()
-                .filter(|kid| fetched.get(kid).is_none())
-                .map(str::to_owned),
-        );
-    }
-}
-
-/// Fetches the JWKS and installs it unless it would go back; a copy that
-/// withdraws keys is confirmed bypassing caches, and a stale one is
-/// fetched again the same way. `fresh` bypasses caches from the start
-/// (a fetch for an unknown `kid`).
-async fn sync_jwks(
-    shared: &Shared,
-    history: &mut KeyHistory,
-    url: &str,
-    etag: &mut Option<String>,
-    mut fresh: bool,
-) -> Result<Option<Duration>, String> {
-    loop {
-        match fetch_jwks(&shared.http, url, etag.as_deref(), fresh).await? {
-            JwksFetch::NotModified { max_age } => return Ok(max_age),
-            JwksFetch::Fresh {
-                keys,
-                etag: new_etag,
-                max_age,
-            } => {
-                let held = shared.keys.load_full();
-                match history.check(&held, &keys, fresh) {
-                    KeySetCheck::Install => {
-                        tracing::debug!(keys = keys.len(), "latchkey verifier: JWKS refreshed");
-                        history.installed(&held, &keys);
-                        shared.keys.store(Arc::new(keys));
-                        *etag = new_etag;
-                        return Ok(max_age);
-                    }
-                    KeySetCheck::Confirm => {}
-                    KeySetCheck::Refuse(why) if fresh => return Err(why),
-                    KeySetCheck::Refuse(why) => {
-                        tracing::warn!(url = %url, why = %why, "latchkey verifier: refused a JWKS; fetching it again from the issuer");
-                    }
-                }
-                // Ask the issuer itself, past any cache (and its ETag).
-                fresh = true;
-                *etag = None;
-            }
-        }
-    }
-}
-
 /// Keeps the JWKS fresh: by its `max-age`, and on request (an unknown
 /// `kid`) at most once per cooldown.
 pub(crate) async fn jwks_task(
@@ -234,7 +148,6 @@ pub(crate) async fn jwks_task(
     max_age: Option<Duration>,
 ) {
     let url = shared.endpoints.jwks.clone();
-    let mut history = KeyHistory::default();
     let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(300));
     let mut due = Instant::now() + refresh_after(max_age, shared.jwks_cooldown);
     let mut last_attempt = Instant::now();
@@ -257,8 +170,19 @@ pub(crate) async fn jwks_task(
         shared
             .jwks_last_attempt_ms
             .store(shared.store.clock().now_ms(), Ordering::Release);
-        match sync_jwks(&shared, &mut history, &url, &mut etag, fresh).await {
-            Ok(max_age) => {
+        match fetch_jwks(&shared.http, &url, etag.as_deref(), fresh).await {
+            Ok(JwksFetch::Fresh {
+                keys,
+                etag: new_etag,
+                max_age,
+            }) => {
+                tracing::debug!(keys = keys.len(), "latchkey verifier: JWKS refreshed");
+                shared.keys.store(Arc::new(keys));
+                etag = new_etag;
+                backoff.reset();
+                due = Instant::now() + refresh_after(max_age, shared.jwks_cooldown);
+            }
+            Ok(JwksFetch::NotModified { max_age }) => {
                 backoff.reset();
                 due = Instant::now() + refresh_after(max_age, shared.jwks_cooldown);
             }
@@ -310,10 +234,7 @@ impl ListSync {
                 .get_json::<StatusIndex>(index_url, fresh)
                 .await
                 .map_err(|e| (index_url.clone(), e.to_string()))?;
-            match shared
-                .store
-                .check_index(index.epoch.as_deref(), index.seq)
-            {
+            match shared.store.check_index(index.epoch.as_deref(), index.seq) {
                 Ok(()) => break index,
                 Err(why) if fresh => return Err((index_url.clone(), why)),
                 Err(_) => fresh = true,

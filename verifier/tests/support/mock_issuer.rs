@@ -2,7 +2,10 @@
 //! tests and benchmarks: RFC 8414 metadata, a JWKS, one signed status list
 //! and its push stream (with replay from `Last-Event-ID` and `reset`), and
 //! a usage endpoint. Test code drives it directly: mint tokens, change
-//! statuses (with or without an event), rotate keys, go offline.
+//! statuses (with or without an event), rotate keys, go offline, and inject
+//! the faults of a hostile network: a shared cache that serves old copies
+//! of the lists, index and JWKS whatever the request says, a stream that
+//! refuses subscribers, slow lists, a sequence that starts over.
 
 #![allow(clippy::unwrap_used, dead_code)]
 
@@ -54,6 +57,25 @@ struct Inner {
     stream_connects: usize,
     usage: Vec<String>,
     usage_auth: Vec<String>,
+    /// The sequence space, and the sequence of the last change to list 0.
+    epoch: String,
+    list_seq: u64,
+    /// Every list, index and JWKS document served, oldest first: what a
+    /// shared cache could hand back.
+    served_lists: Vec<String>,
+    served_indexes: Vec<Value>,
+    served_jwks: Vec<Value>,
+    /// When set, the "cache" answers with the document served that many
+    /// copies ago (clamped to the oldest), ignoring `Cache-Control`.
+    stale_lists: Option<usize>,
+    stale_index: Option<usize>,
+    stale_jwks: Option<usize>,
+    /// New stream subscribers get 503 (every slot held).
+    stream_refused: bool,
+    /// Delay before a list is served.
+    list_delay_ms: u64,
+    /// `Cache-Control` request headers seen on list fetches.
+    list_cache_control: Vec<String>,
 }
 
 pub struct MockIssuer {
@@ -131,6 +153,17 @@ impl MockIssuer {
             stream_connects: 0,
             usage: Vec::new(),
             usage_auth: Vec::new(),
+            epoch: "epoch-1".into(),
+            list_seq: 100,
+            served_lists: Vec::new(),
+            served_indexes: Vec::new(),
+            served_jwks: Vec::new(),
+            stale_lists: None,
+            stale_index: None,
+            stale_jwks: None,
+            stream_refused: false,
+            list_delay_ms: 0,
+            list_cache_control: Vec::new(),
         }));
         let ctx = Ctx {
             inner: inner.clone(),
@@ -201,6 +234,7 @@ impl MockIssuer {
         inner.list.set(idx as usize, status).unwrap();
         inner.seq += 1;
         let seq = inner.seq;
+        inner.list_seq = seq;
         let data = json!({"seq": seq, "list": 0, "uri": self.list_uri(), "idx": idx, "status": status.bits()});
         let text = format!("id: {seq}\nevent: status\ndata: {data}\n\n");
         inner.history.push_back((seq, text.clone()));
@@ -252,6 +286,54 @@ impl MockIssuer {
         for (i, key) in inner.keys.iter_mut().enumerate() {
             key.published = i == active;
         }
+    }
+
+    /// The issuer's sequence starts over at `seq` in a new sequence space
+    /// (its history replaced, as by a restore): streams end, replay
+    /// history is gone; the statuses stay.
+    pub fn restart_sequence(&self, seq: u64, epoch: &str) {
+        let mut inner = self.lock();
+        inner.seq = seq;
+        inner.list_seq = seq;
+        inner.epoch = epoch.to_owned();
+        inner.history.clear();
+        inner.subscribers.clear();
+    }
+
+    /// A cache that hands back the list served `age` copies ago (`None`:
+    /// the issuer's own answer).
+    pub fn serve_stale_lists(&self, age: Option<usize>) {
+        self.lock().stale_lists = age;
+    }
+
+    pub fn serve_stale_index(&self, age: Option<usize>) {
+        self.lock().stale_index = age;
+    }
+
+    pub fn serve_stale_jwks(&self, age: Option<usize>) {
+        self.lock().stale_jwks = age;
+    }
+
+    /// Refuses new stream subscribers (503), as when every slot is held.
+    pub fn refuse_streams(&self, refused: bool) {
+        let mut inner = self.lock();
+        inner.stream_refused = refused;
+        if refused {
+            inner.subscribers.clear();
+        }
+    }
+
+    pub fn set_list_delay(&self, delay_ms: u64) {
+        self.lock().list_delay_ms = delay_ms;
+    }
+
+    /// The `Cache-Control` request header of every list fetch so far.
+    pub fn list_cache_control(&self) -> Vec<String> {
+        self.lock().list_cache_control.clone()
+    }
+
+    pub fn seq(&self) -> u64 {
+        self.lock().seq
     }
 
     pub fn set_ttl(&self, ttl: u64) {
@@ -332,6 +414,16 @@ async fn jwks(State(ctx): State<Ctx>) -> Response {
         return unavailable();
     }
     inner.jwks_fetches += 1;
+    if let Some(age) = inner.stale_jwks
+        && let Some(old) = stale_copy(&inner.served_jwks, age)
+    {
+        let old = old.clone();
+        return (
+            [(header::CACHE_CONTROL, "public, max-age=300".to_owned())],
+            axum::Json(old),
+        )
+            .into_response();
+    }
     let keys: Vec<Value> = inner
         .keys
         .iter()
@@ -341,31 +433,79 @@ async fn jwks(State(ctx): State<Ctx>) -> Response {
                    "kid": k.kid, "alg": "EdDSA", "use": "sig"})
         })
         .collect();
+    let doc = json!({ "keys": keys });
+    inner.served_jwks.push(doc.clone());
     (
         [(
             header::CACHE_CONTROL,
             format!("public, max-age={}", inner.jwks_max_age),
         )],
-        axum::Json(json!({ "keys": keys })),
+        axum::Json(doc),
     )
         .into_response()
 }
 
+/// The document served `age` copies before the newest (the oldest kept if
+/// fewer were served).
+fn stale_copy<T>(served: &[T], age: usize) -> Option<&T> {
+    let newest = served.len().checked_sub(1)?;
+    served.get(newest.saturating_sub(age))
+}
+
 async fn index(State(ctx): State<Ctx>) -> Response {
-    if ctx.inner.lock().unwrap().offline {
+    let mut inner = ctx.inner.lock().unwrap();
+    if inner.offline {
         return unavailable();
     }
-    axum::Json(json!({"lists": [ctx.list_uri()], "bits": 2})).into_response()
+    if let Some(age) = inner.stale_index
+        && let Some(old) = stale_copy(&inner.served_indexes, age)
+    {
+        return axum::Json(old.clone()).into_response();
+    }
+    let doc = json!({"lists": [ctx.list_uri()], "bits": 2, "seq": inner.seq,
+                     "list_seqs": [inner.list_seq], "epoch": inner.epoch});
+    inner.served_indexes.push(doc.clone());
+    ([(header::CACHE_CONTROL, "no-store")], axum::Json(doc)).into_response()
 }
 
 async fn list(State(ctx): State<Ctx>, headers: HeaderMap) -> Response {
+    let delay = ctx.inner.lock().unwrap().list_delay_ms;
+    if delay > 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
+    }
     let mut inner = ctx.inner.lock().unwrap();
     if inner.offline {
         return unavailable();
     }
     inner.list_fetches += 1;
+    let cache_control = headers
+        .get(header::CACHE_CONTROL)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    inner.list_cache_control.push(cache_control);
+    if let Some(age) = inner.stale_lists
+        && let Some(old) = stale_copy(&inner.served_lists, age)
+    {
+        // A shared cache: no revalidation, whatever the request asked.
+        return (
+            [
+                (
+                    header::CONTENT_TYPE,
+                    "application/statuslist+jwt".to_owned(),
+                ),
+                (
+                    header::CACHE_CONTROL,
+                    format!("public, max-age={}", inner.ttl),
+                ),
+            ],
+            old.clone(),
+        )
+            .into_response();
+    }
     let payload = StatusListPayload::from_list(&inner.list);
-    let digest = ring::digest::digest(&ring::digest::SHA256, payload.lst.as_bytes());
+    let version = format!("{}/{}/{}", payload.lst, inner.list_seq, inner.epoch);
+    let digest = ring::digest::digest(&ring::digest::SHA256, version.as_bytes());
     let etag = format!("\"{}\"", b64(&digest.as_ref()[..12]));
     let cache = format!("public, max-age={}", inner.ttl);
     if headers
@@ -380,8 +520,10 @@ async fn list(State(ctx): State<Ctx>, headers: HeaderMap) -> Response {
     }
     let t = now();
     let claims = json!({"sub": ctx.list_uri(), "iat": t, "exp": t + 86_400, "ttl": inner.ttl,
+                        "seq": inner.list_seq, "epoch": inner.epoch,
                         "status_list": {"bits": payload.bits, "lst": payload.lst}});
     let jwt = sign(&inner.keys[inner.active], "statuslist+jwt", &claims);
+    inner.served_lists.push(jwt.clone());
     (
         [
             (
@@ -401,10 +543,16 @@ async fn stream(State(ctx): State<Ctx>, headers: HeaderMap) -> Response {
     if inner.offline {
         return unavailable();
     }
+    if inner.stream_refused {
+        return (StatusCode::SERVICE_UNAVAILABLE, "too many subscribers").into_response();
+    }
     inner.stream_connects += 1;
     let (tx, rx) = mpsc::channel::<Chunk>(1024);
     let seq = inner.seq;
-    let mut first = format!("event: ready\ndata: {}\n\n", json!({"seq": seq}));
+    let mut first = format!(
+        "event: ready\ndata: {}\n\n",
+        json!({"seq": seq, "epoch": inner.epoch})
+    );
     let last: Option<u64> = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
