@@ -202,7 +202,7 @@ export async function createVerifier(issuer, audience, options = {}) {
       if (payload.status_list?.bits !== 2 || typeof payload.status_list.lst !== 'string') return cached;
       const list = StatusList.decompressStatusList(payload.status_list.lst, 2);
       if (cached && payload.iat < cached.iat) return cached; // never go back to an older list
-      const ttl = payload.ttl || maxAge(res.headers) || 60;
+      const ttl = (Number.isSafeInteger(payload.ttl) && payload.ttl > 0 ? payload.ttl : maxAge(res.headers)) || 60;
       const fresh = { list, iat: payload.iat, exp: payload.exp, fetchedAt: now, freshUntil: now + ttl };
       lists.set(uri, fresh);
       return fresh;

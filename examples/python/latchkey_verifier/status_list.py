@@ -91,6 +91,8 @@ def verify_list_jwt(token: str, keys: dict, uri: str, now: float) -> tuple[dict,
     typ = str(header.get("typ", "")).lower().removeprefix("application/")
     if typ != TYP:
         raise StatusListError("`typ` is not statuslist+jwt")
+    if not all(isinstance(claims.get(c, 0), int) for c in ("iat", "exp", "ttl")):
+        raise StatusListError("`iat`, `exp` and `ttl` must be integers")
     if claims["sub"] != uri:
         raise StatusListError(f"`sub` is {claims['sub']!r}, not the URL it was fetched from")
     exp = claims.get("exp")

@@ -166,7 +166,9 @@ class Verifier:
         if metadata.get("issuer") != self.issuer:
             raise ValueError(f"the metadata names the issuer {metadata.get('issuer')!r}, "
                              f"not {self.issuer!r}")
-        self.jwks_uri = metadata["jwks_uri"]
+        self.jwks_uri = metadata.get("jwks_uri")
+        if not isinstance(self.jwks_uri, str):
+            raise ValueError("the metadata has no jwks_uri")
         self._refresh_keys()
 
     def _metadata_url(self) -> str:
@@ -247,6 +249,8 @@ class Verifier:
             raise Refused("malformed", "the access key is malformed (claims)") from None
         if str(header.get("typ", "")).lower().removeprefix("application/") != "at+jwt":
             raise Refused("wrong_type", "the token is not an access key (wrong type)")
+        if not all(isinstance(claims[c], int) for c in ("exp", "nbf")):
+            raise Refused("malformed", "the access key is malformed (claims)")
         now = self.clock()
         if claims["exp"] <= now - self.leeway:
             raise Refused("expired", "the access key has expired")
@@ -297,7 +301,8 @@ class Verifier:
             return cached
         if cached is not None and claims["iat"] < cached.iat:
             return cached  # never go back to an older list (e.g. from a stale cache)
-        ttl = claims.get("ttl") or _max_age(response.headers) or 60  # ttl first, then HTTP
+        ttl = claims.get("ttl", 0)  # the list's ttl first, then HTTP caching, then a minute
+        ttl = ttl if ttl > 0 else (_max_age(response.headers) or 60)
         fresh = _CachedList(raw, claims["iat"], claims.get("exp"), now, now + ttl)
         self._lists[uri] = fresh
         return fresh
