@@ -14,7 +14,8 @@ function deny(res, status, code, message) {
   res.writeHead(status, {
     'Content-Type': 'application/json',
     'Content-Length': Buffer.byteLength(body),
-    'WWW-Authenticate': `Bearer error="${error}", error_description="${safe}"`,
+    // RFC 6750 section 3.1: no error code when no credentials were sent.
+    'WWW-Authenticate': code === 'missing' ? 'Bearer' : `Bearer error="${error}", error_description="${safe}"`,
   });
   res.end(body);
 }

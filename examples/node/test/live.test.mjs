@@ -78,6 +78,7 @@ describe('against a live issuer', () => {
       res = await call('GET', '/accounts/acct-1/data');
       assert.equal(res.status, 401);
       assert.equal(res.body.error, 'missing');
+      assert.equal(res.auth, 'Bearer');
     });
   });
 

@@ -26,6 +26,8 @@ class Denied(Exception):
         self.status, self.code, self.message = status, code, message
 
     def www_authenticate(self) -> str:
+        if self.code == "missing":
+            return "Bearer"  # RFC 6750 §3.1: no error code when no credentials were sent
         error = "insufficient_scope" if self.status == 403 else "invalid_token"
         safe = "".join(c for c in self.message if c.isprintable() and c not in '"\\')
         return f'Bearer error="{error}", error_description="{safe}"'
