@@ -1,6 +1,7 @@
 //! Suites that run outside Rust but belong to `cargo test`: the console in a
-//! real browser (Node's test runner, playwright-core, Debian's Chromium) and
-//! the OpenAPI conformance run (schemathesis). Each drives the binary built
+//! real browser (Node's test runner, playwright-core, Debian's Chromium), the
+//! OpenAPI conformance run (schemathesis), and the Python (PyJWT) and Node
+//! (jose) verification examples against a live issuer. Each drives the binary built
 //! for this test run. When a tool they need is missing they fail and say
 //! what to install (`.ci/run` installs all of it); they never skip.
 
@@ -22,7 +23,7 @@ fn run_suite(script: &str) {
     assert!(
         output.status.success(),
         "{script} failed ({}).\n--- stdout\n{stdout}\n--- stderr\n{stderr}\n\
-         It needs Node 20+ with npm, Debian's `chromium` and Python 3 with pip; .ci/run installs them.",
+         It needs Node 20+ with npm, Debian's `chromium` and Python 3 with pip and venv; .ci/run installs them.",
         output.status
     );
     // Echo the suite's own summary into the test output.
@@ -42,4 +43,14 @@ fn console_in_a_real_browser() {
 #[test]
 fn openapi_conformance_with_schemathesis() {
     run_suite("tests/conformance/run.sh");
+}
+
+#[test]
+fn python_example_against_a_live_issuer() {
+    run_suite("examples/python/test.sh");
+}
+
+#[test]
+fn node_example_against_a_live_issuer() {
+    run_suite("examples/node/test.sh");
 }
