@@ -713,6 +713,7 @@ mod never_goes_back {
     #[test]
     fn another_sequence_space_is_refused_until_the_stream_moves_to_it() {
         let store = StatusStore::new(Clock::new());
+        store.set_stream_connected(true);
         store.stream_ready(Some("e1"), 50);
         store.install(URI, &revoked(3), store.mark(URI), &version("e1", 50));
         // A copy from another epoch, however high its seq, is not installed.
@@ -739,5 +740,28 @@ mod never_goes_back {
         // The same epoch going back also counts as starting over.
         assert!(store.stream_ready(Some("e2"), 1));
         assert!(!store.stream_ready(Some("e2"), 1));
+    }
+
+    #[test]
+    fn without_a_stream_the_index_leads_into_a_new_sequence_space() {
+        let store = StatusStore::new(Clock::new());
+        store.check_index(Some("e1"), Some(50)).unwrap();
+        store.install(URI, &revoked(3), store.mark(URI), &version("e1", 50));
+        // No stream: the (never cached) index says the issuer started over.
+        store.check_index(Some("e2"), Some(4)).unwrap();
+        assert_eq!(
+            store.install(URI, &revoked(3), store.mark(URI), &version("e2", 4)),
+            Installed::Current
+        );
+        // An old-epoch copy is now the stale one.
+        assert!(matches!(
+            store.install(
+                URI,
+                &StatusList::new(8),
+                store.mark(URI),
+                &version("e1", 50)
+            ),
+            Installed::Stale(_)
+        ));
     }
 }
