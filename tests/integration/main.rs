@@ -12,6 +12,7 @@ mod cli;
 mod crash;
 mod external;
 mod keys_api;
+mod never_goes_back;
 mod public_docs;
 mod status_rotation;
 mod support;
