@@ -13,6 +13,7 @@ pub mod durability;
 pub mod http;
 pub mod keyring;
 pub mod metrics;
+pub mod names;
 pub mod registry;
 pub mod rotation;
 pub mod server;
