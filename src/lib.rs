@@ -9,6 +9,7 @@ pub mod audit;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod denials;
 pub mod durability;
 pub mod http;
 pub mod keyring;
