@@ -119,7 +119,9 @@ impl DenialWindows {
     fn lock(&self) -> std::sync::MutexGuard<'_, Option<Window>> {
         // A panic while counting cannot leave the tally inconsistent in a
         // way that matters more than losing the count.
-        self.open.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.open
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Counts one refusal of `reason` for `request` (`METHOD /route`) at
@@ -174,7 +176,9 @@ impl DenialWindows {
     pub fn take_all(&self) -> Vec<NewEntry> {
         let mut open = self.lock();
         self.open_start.store(NONE_OPEN, Ordering::SeqCst);
-        open.take().map(|w| w.into_entries(true)).unwrap_or_default()
+        open.take()
+            .map(|w| w.into_entries(true))
+            .unwrap_or_default()
     }
 }
 

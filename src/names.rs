@@ -73,7 +73,9 @@ pub fn first_forbidden(name: &str) -> Option<ForbiddenChar> {
     name.chars().enumerate().find_map(|(i, character)| {
         let kind = match categories.get(character) {
             GeneralCategory::Control => "control character (Cc)",
-            GeneralCategory::Format => "format character (Cf), invisible or changing text direction",
+            GeneralCategory::Format => {
+                "format character (Cf), invisible or changing text direction"
+            }
             GeneralCategory::LineSeparator => "line separator (Zl)",
             GeneralCategory::ParagraphSeparator => "paragraph separator (Zp)",
             _ => return None,
@@ -129,8 +131,8 @@ pub fn ensure_index_layout(
     // older key keeps the index entry.
     for item in keys.iter() {
         let (_, value) = item.map_err(|e| e.to_string())?;
-        let record: NamedRecord = serde_json::from_slice(&value)
-            .map_err(|e| format!("key record is corrupt: {e}"))?;
+        let record: NamedRecord =
+            serde_json::from_slice(&value).map_err(|e| format!("key record is corrupt: {e}"))?;
         let folded = fold_name(&record.name);
         match names.get(folded.as_bytes()).map_err(|e| e.to_string())? {
             Some(holder) => report
@@ -172,7 +174,8 @@ mod tests {
 
     #[test]
     fn folding_is_stable() {
-        for name in ["ǅungla", "ΣΊΣΥΦΟΣ", "ﬃ", "Ⅻ-reader", "ｶﾀｶﾅ", "İstanbul"] {
+        for name in ["ǅungla", "ΣΊΣΥΦΟΣ", "ﬃ", "Ⅻ-reader", "ｶﾀｶﾅ", "İstanbul"]
+        {
             let once = fold_name(name);
             assert_eq!(fold_name(&once), once, "{name}");
         }

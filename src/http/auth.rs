@@ -95,11 +95,8 @@ impl Principal {
 fn stored_route(parts: &Parts) -> String {
     match parts.extensions.get::<MatchedPath>() {
         Some(matched) => matched.as_str().to_owned(),
-        None => crate::denials::cut_path(
-            parts.uri.path(),
-            crate::denials::MAX_STORED_PATH_BYTES,
-        )
-        .to_owned(),
+        None => crate::denials::cut_path(parts.uri.path(), crate::denials::MAX_STORED_PATH_BYTES)
+            .to_owned(),
     }
 }
 

@@ -128,10 +128,7 @@ async fn an_anonymous_flood_costs_one_small_entry_per_reason_and_minute() {
         next[0]["details"]["window_start"],
         json!(rfc3339(minute + 60))
     );
-    assert_eq!(
-        next[0]["details"]["requests"],
-        json!({"GET /v1/audit": 3})
-    );
+    assert_eq!(next[0]["details"]["requests"], json!({"GET /v1/audit": 3}));
 
     // The chain still verifies, to the head the API serves.
     let report = latchkey::audit::verify_chain(
@@ -187,9 +184,7 @@ async fn a_quiet_minute_is_written_by_maintenance_and_a_pending_one_at_shutdown(
 
     // Refusals in a minute that is not over are written at shutdown.
     for _ in 0..4 {
-        app.get("/v1/signing-keys", None)
-            .await
-            .expect_problem(401);
+        app.get("/v1/signing-keys", None).await.expect_problem(401);
     }
     latchkey::service::shutdown(&app.state).await.unwrap();
     let now = app.now();

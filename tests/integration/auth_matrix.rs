@@ -302,7 +302,11 @@ async fn callers(app: &TestApp) -> Vec<Caller> {
         valid("cloud_account_viewer", &account_viewer, Kind::AccountViewer),
         invalid("missing", "missing_token", None),
         invalid("empty bearer", "missing_token", Some("Bearer ".into())),
-        invalid("basic scheme", "malformed_header", Some(format!("Basic {}", admin.token))),
+        invalid(
+            "basic scheme",
+            "malformed_header",
+            Some(format!("Basic {}", admin.token)),
+        ),
         invalid("expired", "expired", bearer(&expired.token)),
         invalid("revoked", "revoked", bearer(&revoked.token)),
         invalid("suspended", "suspended", bearer(&suspended.token)),
@@ -311,7 +315,11 @@ async fn callers(app: &TestApp) -> Vec<Caller> {
             "revoked",
             bearer(&replaced.token),
         ),
-        invalid("tampered payload", "bad_signature", bearer(&tamper_payload(&base.token))),
+        invalid(
+            "tampered payload",
+            "bad_signature",
+            bearer(&tamper_payload(&base.token)),
+        ),
         invalid(
             "foreign signature",
             "bad_signature",
@@ -368,7 +376,11 @@ async fn callers(app: &TestApp) -> Vec<Caller> {
             )),
         ),
         invalid("malformed: bad base64", "malformed", bearer("!!!.@@@.###")),
-        invalid("malformed: two segments", "malformed", bearer(&two_segments)),
+        invalid(
+            "malformed: two segments",
+            "malformed",
+            bearer(&two_segments),
+        ),
         invalid("malformed: 1 MB", "too_large", bearer(&huge)),
     ]
 }

@@ -35,7 +35,11 @@ async fn each_caller_sees_what_its_role_allows() {
         .key("intro-scoped", &["cloud_account_viewer"], Some(&["a1"]))
         .await;
     let everywhere = app
-        .key("intro-all-accounts", &["cloud_account_viewer"], Some(&["*"]))
+        .key(
+            "intro-all-accounts",
+            &["cloud_account_viewer"],
+            Some(&["*"]),
+        )
         .await;
     let subject = app
         .key("intro-subject", &["cloud_account_viewer"], Some(&["a2"]))
@@ -114,10 +118,7 @@ async fn each_caller_sees_what_its_role_allows() {
         .await;
     replaced.expect(200);
     let fresh = replaced.body["token"].as_str().unwrap().to_owned();
-    assert_eq!(
-        introspect(&app, &fresh, &everywhere.token).await,
-        inactive
-    );
+    assert_eq!(introspect(&app, &fresh, &everywhere.token).await, inactive);
     assert_eq!(introspect(&app, &fresh, &fresh).await, full_answer(&fresh));
 }
 

@@ -146,7 +146,9 @@ async fn an_index_in_the_old_layout_is_rebuilt_at_open() {
     let sharp = app.key("placeholder", &["global_viewer"], None).await;
     // Lower-casing leaves full-width letters full-width: the old index held
     // "ｆｕｌｌ-ｗｉｄｔｈ", which "full-width" did not match.
-    let wide = app.key("Ｆｕｌｌ-Ｗｉｄｔｈ", &["global_viewer"], None).await;
+    let wide = app
+        .key("Ｆｕｌｌ-Ｗｉｄｔｈ", &["global_viewer"], None)
+        .await;
     let forger = app.forger();
     let now = app.now();
     let (admin_token, admin_id) = (app.admin_token.clone(), app.admin_id.clone());
@@ -239,7 +241,10 @@ async fn an_index_in_the_old_layout_is_rebuilt_at_open() {
     let dir = app.close().await;
     let db = crate::support::open_db_when_free(&dir.path().join("data").join("db"));
     let names = db.open_tree("names").unwrap();
-    assert!(names.get("ｆｕｌｌ-ｗｉｄｔｈ").unwrap().is_none(), "old entry left");
+    assert!(
+        names.get("ｆｕｌｌ-ｗｉｄｔｈ").unwrap().is_none(),
+        "old entry left"
+    );
     assert_eq!(
         names.get("full-width").unwrap().as_deref(),
         Some(wide.id().as_bytes())
