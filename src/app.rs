@@ -35,6 +35,8 @@ pub struct AppInner {
         latchkey_verifier::cache::TokenCache<std::sync::Arc<crate::http::auth::VerifiedBearer>>,
     /// Open `/v1/status/stream` connections.
     pub stream_subscribers: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    /// Refusals of requests without a valid key, counted per minute.
+    pub denials: crate::denials::DenialWindows,
 }
 
 impl Deref for AppState {
@@ -70,6 +72,7 @@ impl AppState {
             metrics: crate::metrics::handle(),
             status_documents: Default::default(),
             stream_subscribers: Default::default(),
+            denials: Default::default(),
             token_cache: latchkey_verifier::cache::TokenCache::new(10_000),
         }))
     }

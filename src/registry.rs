@@ -25,6 +25,7 @@ use uuid::Uuid;
 
 use crate::audit::{self, Actor, AuditEntry, ChainHead, NewEntry};
 use crate::durability::{FlushError, FlushGroup};
+use crate::names::fold_name;
 use crate::signing::SigningKey;
 use crate::status_board::StatusBoard;
 use crate::validation::{FieldError, NewKeyRequest, ValidNewKey};
@@ -138,7 +139,7 @@ pub enum RegistryError {
     #[error("no key with that id")]
     NotFound,
     #[error(
-        "a key named {0:?} already exists (names are unique, ignoring letter case, revoked keys included)"
+        "a key named {0:?} already exists (names are unique ignoring letter case and compatibility forms, revoked keys included)"
     )]
     NameTaken(String),
     #[error("the key is revoked; revocation is permanent")]
@@ -333,9 +334,23 @@ impl Registry {
                 TokenStatus::from_bits(v.first().copied().unwrap_or(1)),
             );
         }
+        let keys = db.open_tree("keys")?;
+        let names = db.open_tree("names")?;
+        let rebuild = crate::names::ensure_index_layout(&keys, &names, &meta)
+            .map_err(RegistryError::Internal)?;
+        if rebuild.rebuilt {
+            db.flush()?;
+            tracing::info!(
+                keys = rebuild.keys,
+                "rebuilt the unique-name index (names now compare NFKC case-folded)"
+            );
+        }
+        for (id, holder) in &rebuild.collisions {
+            tracing::warn!(key = %id, same_name_as = %holder, "two existing keys have names that are now the same name; both keep working, and no new key can take it");
+        }
         Ok(Registry {
-            keys: db.open_tree("keys")?,
-            names: db.open_tree("names")?,
+            keys,
+            names,
             tokens: db.open_tree("tokens")?,
             statuses,
             audit: db.open_tree("audit")?,
@@ -1020,11 +1035,6 @@ fn read_u64(bytes: &[u8]) -> Result<u64, RegistryError> {
         .try_into()
         .map_err(|_| RegistryError::Internal("corrupt counter".into()))?;
     Ok(u64::from_be_bytes(array))
-}
-
-/// Names are unique ignoring letter case.
-pub fn fold_name(name: &str) -> String {
-    name.to_lowercase()
 }
 
 pub fn rfc3339(t: OffsetDateTime) -> String {

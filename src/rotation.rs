@@ -126,12 +126,16 @@ pub async fn maintain(state: &AppState) -> Result<Vec<KeyEvent>, KeyRingError> {
     Ok(events)
 }
 
-/// Runs [`maintain`] every [`MAINTENANCE_INTERVAL`] until the task is aborted.
+/// Runs [`maintain`] (and writes closed windows of refused requests) every
+/// [`MAINTENANCE_INTERVAL`] until the task is aborted.
 pub fn spawn_maintenance(state: AppState) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut ticker = tokio::time::interval(MAINTENANCE_INTERVAL);
         loop {
             ticker.tick().await;
+            // A minute of refused anonymous requests is audited even when
+            // no request comes after it.
+            crate::denials::flush_due(&state);
             if let Err(e) = maintain(&state).await {
                 tracing::error!(error = %e, "signing key maintenance failed");
             }

@@ -31,8 +31,7 @@ pub async fn serve(config: Config) -> Result<(), String> {
         .map_err(|e| format!("server error: {e}"))?;
     maintenance.abort();
     tracing::info!("shutting down: flushing the database");
-    state.registry.flush().await.map_err(|e| e.to_string())?;
-    Ok(())
+    service::shutdown(&state).await
 }
 
 async fn shutdown_signal() {

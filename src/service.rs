@@ -119,6 +119,14 @@ pub async fn open(mut config: Config, clock: SharedClock) -> Result<Opened, Stri
     Ok(Opened { state, bootstrap })
 }
 
+/// Finishes a run of the service: writes the pending counts of refused
+/// anonymous requests ([`crate::denials`]) and waits until everything is on
+/// disk.
+pub async fn shutdown(state: &AppState) -> Result<(), String> {
+    crate::denials::flush_all(state);
+    state.registry.flush().await.map_err(|e| e.to_string())
+}
+
 /// Keeps `iss` stable: a derived issuer yields to the one recorded when the
 /// data directory was initialised (tokens are bound to it); an explicit one
 /// is recorded.

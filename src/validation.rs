@@ -35,7 +35,8 @@ impl FieldError {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewKeyRequest {
-    /// 1–100 printable characters; unique ignoring case; cannot change later.
+    /// 1–100 printable characters (no Unicode Cc, Cf, Zl or Zp), trimmed;
+    /// unique compared NFKC case-folded; cannot change later.
     #[schema(min_length = 1, max_length = 100)]
     pub name: String,
     /// 0–1000 characters; editable.
@@ -84,7 +85,9 @@ impl NewKeyRequest {
     ) -> Result<ValidNewKey, Vec<FieldError>> {
         let mut errors = Vec::new();
         let name = self.name.trim().to_owned();
-        if let Err(e) = validate_name(&name) {
+        // Positions in messages count from the start of the name as sent.
+        let leading = self.name.chars().count() - self.name.trim_start().chars().count();
+        if let Err(e) = validate_name_from(&name, leading) {
             errors.push(e);
         }
         let description = self.description.clone().unwrap_or_default();
@@ -121,6 +124,12 @@ impl NewKeyRequest {
 }
 
 pub fn validate_name(name: &str) -> Result<(), FieldError> {
+    validate_name_from(name, 0)
+}
+
+/// [`validate_name`] for a name that had `leading` characters trimmed off
+/// its start, so that positions point into what the client sent.
+fn validate_name_from(name: &str, leading: usize) -> Result<(), FieldError> {
     let chars = name.chars().count();
     if chars == 0 {
         return Err(FieldError::new(
@@ -134,10 +143,13 @@ pub fn validate_name(name: &str) -> Result<(), FieldError> {
             format!("is {chars} characters long; the limit is {MAX_NAME_CHARS}"),
         ));
     }
-    if name.chars().any(char::is_control) {
+    if let Some(mut found) = crate::names::first_forbidden(name) {
+        found.position += leading;
         return Err(FieldError::new(
             "name",
-            "must contain printable characters only (no control characters or line breaks)",
+            format!(
+                "{found}: names may not hold control, format, bidi or line-separator characters (Unicode Cc, Cf, Zl, Zp); remove it"
+            ),
         ));
     }
     Ok(())
@@ -349,5 +361,13 @@ mod tests {
         assert_eq!(r.validate(730, now).unwrap_err()[0].field, "name");
         r.name = "line\nbreak".into();
         assert_eq!(r.validate(730, now).unwrap_err()[0].field, "name");
+        // Positions count from the name as sent, leading spaces included.
+        r.name = "  zero\u{200B}width".into();
+        let errors = r.validate(730, now).unwrap_err();
+        assert!(
+            errors[0].message.starts_with("U+200B at position 7 "),
+            "{}",
+            errors[0].message
+        );
     }
 }

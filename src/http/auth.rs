@@ -3,10 +3,16 @@
 //! A bearer key is verified exactly as a downstream verifier would (the
 //! verifier crate's core: signature with the algorithm taken from the key,
 //! `typ`, `iss`, `aud`, `exp`/`nbf`, then the token's status bit), and the
-//! issuer also requires its key (`sub`) to be in the registry. Every refusal,
-//! 401 or 403, is counted and written to the audit log.
+//! issuer also requires its key (`sub`) to be in the registry.
+//!
+//! Every refusal is counted in `latchkey_auth_failures_total{reason}`. A 403
+//! (a key that verified, refused for its role) is one audit entry naming the
+//! key; a 401 (no valid key) is tallied per reason and minute and audited
+//! as one entry per window ([`crate::denials`]), so that anonymous requests
+//! cannot grow the log. Audit entries name the route template
+//! (`/v1/keys/{id}`), never the raw path.
 
-use axum::extract::FromRequestParts;
+use axum::extract::{FromRequestParts, MatchedPath};
 use axum::http::request::Parts;
 use axum::http::{Method, header};
 use latchkey_verifier::policy::VerifiedKey;
@@ -34,7 +40,8 @@ pub struct Principal {
     pub key: VerifiedKey,
     pub actor: Actor,
     method: Method,
-    path: String,
+    /// The route template (or the path cut to 256 bytes), for the audit log.
+    route: String,
 }
 
 /// What a route needs (contract §3).
@@ -64,34 +71,32 @@ impl Principal {
             _ => "this needs the global_admin or global_viewer role",
         };
         metrics::counter!("latchkey_auth_failures_total", "reason" => "forbidden").increment(1);
-        audit_denial(
-            state,
-            self.actor.clone(),
-            &self.method,
-            &self.path,
-            "forbidden",
-            detail,
-        );
+        let entry = NewEntry {
+            actor: self.actor.clone(),
+            action: "auth.denied",
+            target: None,
+            details: json!({
+                "method": self.method.as_str(),
+                "path": self.route,
+                "reason": "forbidden",
+                "detail": detail,
+            }),
+        };
+        if let Err(e) = state.registry.record_event(entry, state.now()) {
+            tracing::warn!(error = %e, "could not audit a denied request");
+        }
         Err(ApiError::Forbidden(detail.into()))
     }
 }
 
-fn audit_denial(
-    state: &AppState,
-    actor: Actor,
-    method: &Method,
-    path: &str,
-    reason: &str,
-    detail: &str,
-) {
-    let entry = NewEntry {
-        actor,
-        action: "auth.denied",
-        target: None,
-        details: json!({"method": method.as_str(), "path": path, "reason": reason, "detail": detail}),
-    };
-    if let Err(e) = state.registry.record_event(entry, state.now()) {
-        tracing::warn!(error = %e, "could not audit a denied request");
+/// What the audit log records of a request's path: the route template it
+/// matched, or (should none be known) the path cut to
+/// [`MAX_STORED_PATH_BYTES`](crate::denials::MAX_STORED_PATH_BYTES).
+fn stored_route(parts: &Parts) -> String {
+    match parts.extensions.get::<MatchedPath>() {
+        Some(matched) => matched.as_str().to_owned(),
+        None => crate::denials::cut_path(parts.uri.path(), crate::denials::MAX_STORED_PATH_BYTES)
+            .to_owned(),
     }
 }
 
@@ -102,7 +107,9 @@ impl FromRequestParts<AppState> for Principal {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let path = parts.uri.path().to_owned();
+        // A minute of refusals that has ended is written now (cheap otherwise).
+        crate::denials::flush_due(state);
+        let route = stored_route(parts);
         match authenticate(parts, state) {
             Ok(key) => {
                 if let Err(e) = state.registry.touch_last_used(&key.id, state.now()) {
@@ -116,19 +123,12 @@ impl FromRequestParts<AppState> for Principal {
                     key,
                     actor,
                     method: parts.method.clone(),
-                    path,
+                    route,
                 })
             }
             Err((code, detail)) => {
-                metrics::counter!("latchkey_auth_failures_total", "reason" => code).increment(1);
-                audit_denial(
-                    state,
-                    Actor::anonymous(),
-                    &parts.method,
-                    &path,
-                    code,
-                    &detail,
-                );
+                let request = format!("{} {route}", parts.method.as_str());
+                crate::denials::record_anonymous(state, code, &request);
                 Err(ApiError::Unauthorized(detail))
             }
         }

@@ -134,7 +134,7 @@ impl From<RegistryError> for ApiError {
                 detail: e.to_string(),
                 errors: Some(vec![FieldError::new(
                     "name",
-                    "is already taken by another key (names are unique ignoring case, revoked keys included)",
+                    "is already taken by another key (names are compared ignoring letter case and compatibility forms such as full-width letters, revoked keys included)",
                 )]),
             },
             RegistryError::AlreadyRevoked | RegistryError::InvalidState(_) => ApiError::Conflict {

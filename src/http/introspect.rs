@@ -1,7 +1,13 @@
 //! `POST /v1/introspect`: RFC 7662 token introspection, for services that
 //! prefer an online check to the verifier crate.
 //!
-//! The caller authenticates with any active access key (its own). The token
+//! The caller authenticates with any active access key (its own). What it
+//! may learn is scoped (contract §3): a `global_admin` or `global_viewer`
+//! may introspect any token; any other key only its own tokens (same key id,
+//! `sub`). Another key's token asked by a caller who may not see it answers
+//! `{"active": false}`, exactly as an invalid token does, so the answer
+//! does not even tell whether the token is valid, and nothing of that key
+//! (name, roles, accounts) is shown or touched. The token
 //! to introspect comes as `token=` (`application/x-www-form-urlencoded`, as
 //! RFC 7662 §2.1 specifies) or as JSON `{"token": ...}`. It is checked
 //! exactly as the admin API checks a bearer key (signature, `typ`, `iss`,
@@ -148,6 +154,12 @@ fn active_claims(state: &AppState, token: &str) -> Option<AccessClaims> {
         .then_some(claims)
 }
 
+/// Whether the caller may see the claims of a token of key `claims.sub`:
+/// admins and global viewers see every key, any other key only itself.
+fn may_see(principal: &Principal, claims: &AccessClaims) -> bool {
+    principal.key.can_read_all() || principal.key.id == claims.sub
+}
+
 /// Reads the request body: a form (RFC 7662) or JSON.
 async fn read_request(
     state: &AppState,
@@ -186,7 +198,7 @@ async fn read_request(
         content_type = "application/x-www-form-urlencoded"),
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "`{\"active\": false}` for any invalid token", body = IntrospectionResponse),
+        (status = 200, description = "`{\"active\": false}` for any invalid token, and for another key's token unless the caller is a global_admin or global_viewer", body = IntrospectionResponse),
         (status = 400, description = "No `token`", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "The caller's own key is missing or invalid", body = Problem, content_type = "application/problem+json"),
         (status = 413, body = Problem, content_type = "application/problem+json"),
@@ -207,6 +219,9 @@ pub async fn introspect(
     let Some(claims) = active_claims(&state, token) else {
         return Ok(axum::Json(IntrospectionResponse::inactive()));
     };
+    if !may_see(&principal, &claims) {
+        return Ok(axum::Json(IntrospectionResponse::inactive()));
+    }
     if let Err(e) = state.registry.touch_last_used(&claims.sub, state.now()) {
         tracing::warn!(error = %e, "could not record last use of an introspected key");
     }

@@ -107,6 +107,8 @@ async fn entries_are_numbered_and_chained() {
     app.get("/v1/keys", Some("not-a-token"))
         .await
         .expect_problem(401);
+    // An anonymous refusal is audited once its minute is over.
+    app.clock.advance(60);
     let entries = app.audit_all().await;
     assert!(entries.len() >= 6, "{entries:?}");
     let mut hashes = std::collections::HashSet::new();
@@ -140,7 +142,11 @@ async fn entries_are_numbered_and_chained() {
         };
         assert_eq!(entry["prev_hash"], previous, "entry {} links back", i + 1);
     }
-    assert_eq!(entries.last().unwrap()["action"], json!("auth.denied"));
+    let last = entries.last().unwrap();
+    assert_eq!(last["action"], json!("auth.denied"));
+    assert_eq!(last["actor"], json!("anonymous"));
+    assert_eq!(last["details"]["count"], json!(1));
+    assert_eq!(last["details"]["reason"], json!("malformed"));
 }
 
 #[tokio::test]
@@ -203,6 +209,8 @@ async fn closed_log() -> (TempDir, u64) {
         .await
         .expect(200);
     app.get("/v1/keys", Some("bogus")).await.expect_problem(401);
+    // The refusal's minute ends, so the next request writes its entry.
+    app.clock.advance(60);
     app.delete(&format!("/v1/keys/{id}"), admin)
         .await
         .expect(204);

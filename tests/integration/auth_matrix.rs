@@ -2,8 +2,11 @@
 //! and tokens that are missing, expired, revoked, suspended, tampered,
 //! foreign, for another audience or issuer, of the wrong type, unsigned,
 //! HMAC-confused, for an unknown key, or malformed. Each cell asserts the
-//! exact status, the problem document, and the `auth.denied` audit entry of
-//! a refusal (or its absence when the request is allowed).
+//! exact status, the problem document, and the audit trace of a refusal (or
+//! its absence when the request is allowed): a 403 of a key that verified is
+//! one `auth.denied` entry naming the key and the route template at once; a
+//! 401 leaves no entry until its minute is over, then one anonymous
+//! `auth.denied` entry for the minute with its reason and count.
 
 use axum::body::Body;
 use axum::http::{Method, Request, header};
@@ -77,6 +80,22 @@ impl Route {
     }
 
     /// The method and a concrete path, to see whether the server routes it.
+    /// The route template the audit log names.
+    fn template(self) -> &'static str {
+        match self {
+            Route::CreateKey | Route::ListKeys => "/v1/keys",
+            Route::GetKey | Route::PatchKey | Route::DeleteKey => "/v1/keys/{id}",
+            Route::RenewKey => "/v1/keys/{id}/renew",
+            Route::SuspendKey => "/v1/keys/{id}/suspend",
+            Route::ResumeKey => "/v1/keys/{id}/resume",
+            Route::Audit => "/v1/audit",
+            Route::SigningKeys => "/v1/signing-keys",
+            Route::RotateSigningKey => "/v1/signing-keys/rotate",
+            Route::Introspect => "/v1/introspect",
+            Route::Usage => "/v1/usage",
+        }
+    }
+
     fn probe(self) -> (&'static str, &'static str) {
         match self {
             Route::RotateSigningKey => ("POST", "/v1/signing-keys/rotate"),
@@ -182,6 +201,8 @@ struct Caller {
     kind: Kind,
     /// For valid keys: the audit actor `{id, name}` of a 403.
     actor: Option<Value>,
+    /// For invalid ones: the reason their refusal is counted under.
+    reason: &'static str,
 }
 
 fn bearer(token: &str) -> Option<String> {
@@ -194,15 +215,17 @@ fn valid(label: &'static str, created: &Created, kind: Kind) -> Caller {
         authorization: bearer(&created.token),
         kind,
         actor: Some(json!({"id": created.id(), "name": created.key["name"]})),
+        reason: "forbidden",
     }
 }
 
-fn invalid(label: &'static str, authorization: Option<String>) -> Caller {
+fn invalid(label: &'static str, reason: &'static str, authorization: Option<String>) -> Caller {
     Caller {
         label,
         authorization,
         kind: Kind::Invalid,
         actor: None,
+        reason,
     }
 }
 
@@ -277,23 +300,34 @@ async fn callers(app: &TestApp) -> Vec<Caller> {
         valid("global_admin", &admin, Kind::Admin),
         valid("global_viewer", &viewer, Kind::Viewer),
         valid("cloud_account_viewer", &account_viewer, Kind::AccountViewer),
-        invalid("missing", None),
-        invalid("empty bearer", Some("Bearer ".into())),
-        invalid("basic scheme", Some(format!("Basic {}", admin.token))),
-        invalid("expired", bearer(&expired.token)),
-        invalid("revoked", bearer(&revoked.token)),
-        invalid("suspended", bearer(&suspended.token)),
+        invalid("missing", "missing_token", None),
+        invalid("empty bearer", "missing_token", Some("Bearer ".into())),
+        invalid(
+            "basic scheme",
+            "malformed_header",
+            Some(format!("Basic {}", admin.token)),
+        ),
+        invalid("expired", "expired", bearer(&expired.token)),
+        invalid("revoked", "revoked", bearer(&revoked.token)),
+        invalid("suspended", "suspended", bearer(&suspended.token)),
         invalid(
             "replaced by renew(revoke_previous)",
+            "revoked",
             bearer(&replaced.token),
         ),
-        invalid("tampered payload", bearer(&tamper_payload(&base.token))),
+        invalid(
+            "tampered payload",
+            "bad_signature",
+            bearer(&tamper_payload(&base.token)),
+        ),
         invalid(
             "foreign signature",
+            "bad_signature",
             bearer(&forger.foreign_signed(&header, &claims)),
         ),
         invalid(
             "unknown kid",
+            "unknown_key",
             bearer(&forger.foreign_signed(
                 &json!({"alg": "EdDSA", "typ": "at+jwt", "kid": "bm90LWEtcHVibGlzaGVkLWtleQ"}),
                 &claims,
@@ -301,14 +335,17 @@ async fn callers(app: &TestApp) -> Vec<Caller> {
         ),
         invalid(
             "wrong aud",
+            "wrong_audience",
             bearer(&forger.issuer_signed(&header, &with(json!({"aud": "someone-else"})))),
         ),
         invalid(
             "wrong iss",
+            "wrong_issuer",
             bearer(&forger.issuer_signed(&header, &with(json!({"iss": "http://evil.test"})))),
         ),
         invalid(
             "wrong typ",
+            "wrong_type",
             bearer(&forger.issuer_signed(
                 &json!({"alg": "EdDSA", "typ": "JWT", "kid": forger.kid}),
                 &claims,
@@ -316,26 +353,35 @@ async fn callers(app: &TestApp) -> Vec<Caller> {
         ),
         invalid(
             "nbf in the future",
+            "not_yet_valid",
             bearer(&forger.issuer_signed(
                 &header,
-                &with(json!({"nbf": app.now() + 3600, "iat": app.now() + 3600})),
+                // Far enough ahead to stay in the future while the matrix moves the
+                // clock a minute per refused cell.
+                &with(json!({"nbf": app.now() + 30 * 86_400, "iat": app.now() + 30 * 86_400})),
             )),
         ),
-        invalid("alg none", bearer(&forger.unsigned(&claims))),
+        invalid("alg none", "malformed", bearer(&forger.unsigned(&claims))),
         invalid(
             "HS256 keyed with the public key",
+            "unsupported_algorithm",
             bearer(&forger.hs256_with_public_key(&claims)),
         ),
         invalid(
             "well signed, sub not in registry",
+            "unknown_key",
             bearer(&forger.issuer_signed(
                 &header,
                 &with(json!({"sub": unknown_sub, "client_id": unknown_sub})),
             )),
         ),
-        invalid("malformed: bad base64", bearer("!!!.@@@.###")),
-        invalid("malformed: two segments", bearer(&two_segments)),
-        invalid("malformed: 1 MB", bearer(&huge)),
+        invalid("malformed: bad base64", "malformed", bearer("!!!.@@@.###")),
+        invalid(
+            "malformed: two segments",
+            "malformed",
+            bearer(&two_segments),
+        ),
+        invalid("malformed: 1 MB", "too_large", bearer(&huge)),
     ]
 }
 
@@ -405,22 +451,60 @@ async fn run_cell(app: &TestApp, route: Route, caller: &Caller, n: usize) -> Vec
             reply.header("www-authenticate")
         ));
     }
-    // A refusal changes nothing: its only trace is one auth.denied entry.
-    if entries.len() != 1 || denials.len() != 1 {
-        wrong.push(format!(
-            "{cell}: expected exactly one auth.denied audit entry, got {:?}",
-            entries.iter().map(|e| &e["action"]).collect::<Vec<_>>()
-        ));
-        return wrong;
-    }
-    let denial = denials[0];
-    if denial["details"]["method"] != json!(prepared.method.as_str())
-        || denial["details"]["path"] != json!(prepared.path)
-    {
-        wrong.push(format!(
-            "{cell}: audit entry names another request: {denial}"
-        ));
-    }
+    let expected_path = route.template();
+    let request = format!("{} {expected_path}", prepared.method.as_str());
+    let denial = if status == 401 {
+        // No entry per anonymous refusal...
+        if !entries.is_empty() {
+            wrong.push(format!(
+                "{cell}: a 401 was audited at once: {:?}",
+                entries.iter().map(|e| &e["action"]).collect::<Vec<_>>()
+            ));
+            return wrong;
+        }
+        // ...but one for its minute, once the minute is over.
+        app.clock.advance(60);
+        let entries = app.audit_after(before).await;
+        if entries.len() != 1 || entries[0]["action"] != "auth.denied" {
+            wrong.push(format!(
+                "{cell}: expected one auth.denied entry for the minute, got {:?}",
+                entries.iter().map(|e| &e["action"]).collect::<Vec<_>>()
+            ));
+            return wrong;
+        }
+        let denial = entries[0].clone();
+        let details = &denial["details"];
+        if details["reason"] != json!(caller.reason)
+            || details["count"] != json!(1)
+            || details["requests"] != json!({ request.clone(): 1 })
+        {
+            wrong.push(format!(
+                "{cell}: expected 1 × {} for {request}, got {details}",
+                caller.reason
+            ));
+        }
+        denial
+    } else {
+        // A refusal of a key that verified changes nothing: its only trace
+        // is one auth.denied entry, at once.
+        if entries.len() != 1 || denials.len() != 1 {
+            wrong.push(format!(
+                "{cell}: expected exactly one auth.denied audit entry, got {:?}",
+                entries.iter().map(|e| &e["action"]).collect::<Vec<_>>()
+            ));
+            return wrong;
+        }
+        let denial = denials[0].clone();
+        if denial["details"]["method"] != json!(prepared.method.as_str())
+            || denial["details"]["path"] != json!(expected_path)
+            || denial["details"]["reason"] != json!("forbidden")
+        {
+            wrong.push(format!(
+                "{cell}: audit entry names another request: {denial}"
+            ));
+        }
+        denial
+    };
     let expected_actor = match &caller.actor {
         Some(actor) => actor.clone(),
         None => json!("anonymous"),
@@ -454,6 +538,9 @@ async fn every_admin_route_against_every_kind_of_caller() {
         if !app.routes(method, path).await {
             continue;
         }
+        // The probe was itself an anonymous refusal: let its minute end, so
+        // that each refused cell's minute holds that cell alone.
+        app.clock.advance(60);
         rows += 1;
         for caller in &callers {
             wrong.extend(run_cell(&app, route, caller, cells).await);

@@ -6,12 +6,15 @@
 #![allow(clippy::unwrap_used)]
 
 mod attacks;
+mod audit_denials;
 mod audit_log;
 mod auth_matrix;
 mod cli;
 mod crash;
 mod external;
+mod introspection;
 mod keys_api;
+mod names;
 mod never_goes_back;
 mod public_docs;
 mod status_rotation;

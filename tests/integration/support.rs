@@ -161,6 +161,10 @@ impl TestApp {
         let bootstrap = opened
             .bootstrap
             .expect("a new data directory yields a bootstrap token");
+        // The test holds the token: handed over, as `serve` records it.
+        latchkey::service::confirm_bootstrap_delivered(&opened.state)
+            .await
+            .unwrap();
         let router = latchkey::http::router(opened.state.clone());
         TestApp {
             dir,
@@ -169,6 +173,36 @@ impl TestApp {
             router,
             admin_token: bootstrap.token,
             admin_id: bootstrap.key_id,
+        }
+    }
+
+    /// Opens the service again over a data directory that [`TestApp::close`]
+    /// released, with the same admin token, its clock at `now`.
+    pub async fn open_existing(
+        dir: TempDir,
+        now: i64,
+        admin_token: String,
+        admin_id: String,
+    ) -> TestApp {
+        let config = Config {
+            data_dir: dir.path().join("data"),
+            keys_dir: dir.path().join("keys"),
+            issuer: ISSUER.to_owned(),
+            ..Config::default()
+        };
+        let clock = FixedClock::at(now);
+        let opened = latchkey::service::open(config, Arc::new(clock.clone()))
+            .await
+            .unwrap();
+        assert!(opened.bootstrap.is_none(), "the directory was initialised");
+        let router = latchkey::http::router(opened.state.clone());
+        TestApp {
+            dir,
+            clock,
+            state: opened.state,
+            router,
+            admin_token,
+            admin_id,
         }
     }
 
