@@ -32,8 +32,6 @@ use tempfile::TempDir;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
-use crate::support::latchkey;
-
 /// A cached response and when it goes stale.
 #[derive(Clone)]
 struct Cached {
