@@ -12,8 +12,13 @@
 //! - **Status lists**: re-fetched every `ttl` (bounded by half the
 //!   [staleness](VerifierBuilder::staleness)), and kept current between
 //!   fetches by the push stream (`/v1/status/stream`): each change is
-//!   applied as it arrives; a gap in the sequence, a `reset` or a reconnect
-//!   makes every list be fetched again.
+//!   applied as it arrives; a gap in the sequence, a `reset`, a reconnect or
+//!   a stream that connects after start-up makes every list be fetched
+//!   again, bypassing caches, before the stream vouches for them.
+//! - **It never goes back**: a fetched list older than the changes already
+//!   applied (its `seq` claim below what the stream or an earlier list
+//!   said, or from another epoch) is a stale copy from a cache and is not
+//!   installed (see `store`).
 //! - Network failures keep the last good data and are retried with
 //!   exponential backoff.
 //!
