@@ -633,3 +633,82 @@ async fn a_token_verified_before_still_expires_and_still_suspends() {
         expired.body
     );
 }
+
+/// What a status list says of itself, signed: (`seq`, `epoch`), plus the
+/// response's `Vary` header.
+async fn list_version(app: &TestApp, accept: &str) -> (u64, String, Option<String>) {
+    let reply = app
+        .send(
+            Request::get("/v1/status/0")
+                .header(header::ACCEPT, accept)
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    reply.expect(200);
+    let claims: StatusListClaims = if accept.ends_with("+jwt") {
+        serde_json::from_value(claims_of(&reply.text)).unwrap()
+    } else {
+        serde_json::from_value(reply.body.clone()).unwrap()
+    };
+    (
+        claims
+            .seq
+            .expect("a list says the sequence of its last change"),
+        claims.epoch.expect("and the sequence space it counts in"),
+        reply.header("vary").map(str::to_owned),
+    )
+}
+
+#[tokio::test]
+async fn lists_carry_the_sequence_they_include_and_the_index_is_never_cached() {
+    let app = TestApp::new().await;
+    let key = app.key("sequenced", &["global_viewer"], None).await;
+
+    let index = app.get("/v1/status", None).await;
+    index.expect(200);
+    assert_eq!(index.header("cache-control"), Some("no-store"));
+    let epoch = index.body["epoch"].as_str().unwrap().to_owned();
+    assert_eq!(epoch.len(), 32, "16 random bytes, hex");
+    let before = index.body["list_seqs"][0].as_u64().unwrap();
+    assert_eq!(index.body["seq"].as_u64(), Some(before));
+
+    // Both forms say the same, and a cache must key them on Accept.
+    for accept in ["application/statuslist+jwt", "application/statuslist+json"] {
+        let (seq, list_epoch, vary) = list_version(&app, accept).await;
+        assert_eq!((seq, list_epoch.as_str()), (before, epoch.as_str()));
+        assert_eq!(vary.as_deref(), Some("accept"), "{accept}");
+    }
+
+    // A suspension is the next change, and the list includes it.
+    app.post_json(
+        &format!("/v1/keys/{}/suspend", key.id()),
+        Some(&app.admin_token),
+        &json!({}),
+    )
+    .await
+    .expect(200);
+    let (seq, list_epoch, _) = list_version(&app, "application/statuslist+jwt").await;
+    assert_eq!(seq, before + 1);
+    assert_eq!(
+        list_epoch, epoch,
+        "the epoch never changes for a data directory"
+    );
+    let index = app.get("/v1/status", None).await;
+    assert_eq!(index.body["seq"].as_u64(), Some(before + 1));
+    assert_eq!(index.body["list_seqs"][0].as_u64(), Some(before + 1));
+
+    // A 304 keeps the header too.
+    let first = app.get("/v1/status/0", None).await;
+    let etag = first.header("etag").unwrap().to_owned();
+    let revalidated = app
+        .send(
+            Request::get("/v1/status/0")
+                .header(header::IF_NONE_MATCH, etag)
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    revalidated.expect(304);
+    assert_eq!(revalidated.header("vary"), Some("accept"));
+}
