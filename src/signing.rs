@@ -257,12 +257,56 @@ pub fn thumbprint(required_members: &serde_json::Value) -> String {
     B64.encode(ring::digest::digest(&ring::digest::SHA256, &canonical))
 }
 
-/// The file that holds the private key `kid`.
+/// The file that holds the private key `kid`: `<kid>.pem` (PEM PKCS#8, what
+/// this version writes), or `<kid>.p8` (ring's PKCS#8 DER, written by
+/// versions before PEM) when only that exists.
 pub fn key_file_path(keys_dir: &Path, kid: &str) -> PathBuf {
-    keys_dir.join(format!("{kid}.p8"))
+    let pem = keys_dir.join(format!("{kid}.pem"));
+    let legacy = keys_dir.join(format!("{kid}.p8"));
+    if !pem.exists() && legacy.exists() {
+        legacy
+    } else {
+        pem
+    }
 }
 
-/// Writes a PKCS#8 document to `path`, mode 0600, refusing to overwrite, and fsyncs it.
+/// The DER prefix of ring's Ed25519 PKCS#8 v2 document (RFC 5958
+/// `OneAsymmetricKey` version 1, with the public key as `[1]`), up to the
+/// seed; 83 bytes in all.
+const ED25519_V2_PREFIX: [u8; 16] = [
+    0x30, 0x51, 0x02, 0x01, 0x01, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20,
+];
+/// The same key as PKCS#8 v1 (RFC 8410 §7), the form every tool reads.
+const ED25519_V1_PREFIX: [u8; 16] = [
+    0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20,
+];
+
+/// A PKCS#8 document in the form OpenSSL 3, Python's `cryptography`, Go and
+/// Java read: ring's Ed25519 v2 documents become v1 (the seed alone; the
+/// public key is derived again when read). Others are already v1.
+fn portable_pkcs8(der: &[u8]) -> Vec<u8> {
+    if der.len() == 83 && der[..16] == ED25519_V2_PREFIX {
+        let mut v1 = ED25519_V1_PREFIX.to_vec();
+        v1.extend_from_slice(&der[16..48]);
+        return v1;
+    }
+    der.to_vec()
+}
+
+/// PEM armour (RFC 7468) of a PKCS#8 document.
+pub fn pkcs8_to_pem(der: &[u8]) -> String {
+    let body = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut pem = String::from("-----BEGIN PRIVATE KEY-----\n");
+    for line in body.as_bytes().chunks(64) {
+        pem.push_str(std::str::from_utf8(line).unwrap_or_default());
+        pem.push('\n');
+    }
+    pem.push_str("-----END PRIVATE KEY-----\n");
+    pem
+}
+
+/// Writes a PKCS#8 document to `path` as PEM, mode 0600, refusing to
+/// overwrite, and fsyncs it.
 pub fn write_key_file(path: &Path, pkcs8: &[u8]) -> Result<(), SigningKeyError> {
     let write_err = |source| SigningKeyError::Write {
         path: path.to_owned(),
@@ -276,7 +320,8 @@ pub fn write_key_file(path: &Path, pkcs8: &[u8]) -> Result<(), SigningKeyError> 
         options.mode(0o600);
     }
     let mut file = options.open(path).map_err(write_err)?;
-    file.write_all(pkcs8).map_err(write_err)?;
+    let pem = pkcs8_to_pem(&portable_pkcs8(pkcs8));
+    file.write_all(pem.as_bytes()).map_err(write_err)?;
     file.sync_all().map_err(write_err)?;
     if let Some(dir) = path.parent() {
         fs::File::open(dir)
@@ -303,7 +348,18 @@ pub fn read_key_file(path: &Path, alg: SigningAlgorithm) -> Result<SigningKey, S
             });
         }
     }
-    let der = fs::read(path).map_err(read_err)?;
+    let bytes = fs::read(path).map_err(read_err)?;
+    let invalid = || SigningKeyError::Invalid {
+        path: path.to_owned(),
+        alg: alg.as_str(),
+    };
+    // PEM (this version), or DER (files written before it).
+    let der = if bytes.starts_with(b"-----BEGIN") {
+        let text = std::str::from_utf8(&bytes).map_err(|_| invalid())?;
+        pkcs8_from_pem(text).map_err(|_| invalid())?
+    } else {
+        bytes
+    };
     SigningKey::from_pkcs8(alg, &der).ok_or(SigningKeyError::Invalid {
         path: path.to_owned(),
         alg: alg.as_str(),
@@ -383,5 +439,76 @@ mod tests {
             read_key_file(&path, SigningAlgorithm::EdDSA),
             Err(SigningKeyError::Permissions { .. })
         ));
+    }
+
+    #[test]
+    fn key_files_are_pem_pkcs8_v1_and_legacy_der_files_still_load() {
+        let dir = tempfile::tempdir().unwrap();
+        for alg in [SigningAlgorithm::EdDSA, SigningAlgorithm::ES256] {
+            let (key, pkcs8) = SigningKey::generate(alg).unwrap();
+            let path = key_file_path(dir.path(), key.kid());
+            assert_eq!(path.extension().unwrap(), "pem");
+            write_key_file(&path, &pkcs8).unwrap();
+            let text = fs::read_to_string(&path).unwrap();
+            assert!(text.starts_with("-----BEGIN PRIVATE KEY-----\n"), "{text}");
+            assert!(text.lines().all(|l| l.len() <= 64));
+            let der = pkcs8_from_pem(&text).unwrap();
+            if alg == SigningAlgorithm::EdDSA {
+                assert_eq!(der.len(), 48, "Ed25519 as PKCS#8 v1 (RFC 8410)");
+                assert_eq!(der[..16], ED25519_V1_PREFIX);
+            }
+            assert_eq!(read_key_file(&path, alg).unwrap().kid(), key.kid());
+
+            // A file in the earlier DER form, as ring wrote it.
+            let (old, old_pkcs8) = SigningKey::generate(alg).unwrap();
+            let legacy = dir.path().join(format!("{}.p8", old.kid()));
+            fs::write(&legacy, &old_pkcs8[..]).unwrap();
+            use std::os::unix::fs::PermissionsExt;
+            fs::set_permissions(&legacy, fs::Permissions::from_mode(0o600)).unwrap();
+            assert_eq!(key_file_path(dir.path(), old.kid()), legacy);
+            assert_eq!(read_key_file(&legacy, alg).unwrap().kid(), old.kid());
+        }
+    }
+
+    /// OpenSSL reads the files as they are (Debian's `openssl`, which
+    /// `.ci/run` installs when missing).
+    #[test]
+    fn openssl_reads_the_key_files() {
+        let dir = tempfile::tempdir().unwrap();
+        for alg in [SigningAlgorithm::EdDSA, SigningAlgorithm::ES256] {
+            let (key, pkcs8) = SigningKey::generate(alg).unwrap();
+            let path = key_file_path(dir.path(), key.kid());
+            write_key_file(&path, &pkcs8).unwrap();
+            let out = std::process::Command::new("openssl")
+                .args(["pkey", "-in"])
+                .arg(&path)
+                .args(["-pubout"])
+                .output()
+                .expect("openssl not found: install Debian's openssl package");
+            assert!(
+                out.status.success(),
+                "openssl pkey refused a {alg:?} key file: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let public_pem = String::from_utf8(out.stdout).unwrap();
+            assert!(public_pem.starts_with("-----BEGIN PUBLIC KEY-----"));
+            // The public key OpenSSL derives is the one the JWKS publishes.
+            let spki = pkcs8_from_pem(&public_pem.replace("PUBLIC KEY", "PRIVATE KEY")).unwrap();
+            let public = key.verification_key().unwrap().to_jwk();
+            let jwk = serde_json::to_value(&public).unwrap();
+            let raw = match alg {
+                SigningAlgorithm::EdDSA => B64.decode(jwk["x"].as_str().unwrap()).unwrap(),
+                _ => {
+                    let mut p = vec![4u8];
+                    p.extend(B64.decode(jwk["x"].as_str().unwrap()).unwrap());
+                    p.extend(B64.decode(jwk["y"].as_str().unwrap()).unwrap());
+                    p
+                }
+            };
+            assert!(
+                spki.ends_with(&raw),
+                "{alg:?}: OpenSSL's public key differs"
+            );
+        }
     }
 }
