@@ -10,6 +10,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod durability;
+pub mod gate;
 pub mod http;
 pub mod keyring;
 pub mod metrics;
