@@ -11,6 +11,7 @@ mod auth_matrix;
 mod cli;
 mod crash;
 mod external;
+mod gate;
 mod keys_api;
 mod public_docs;
 mod status_rotation;
