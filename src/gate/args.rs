@@ -91,7 +91,9 @@ impl GateArgs {
     pub fn resolve(&self) -> Result<GateConfig, String> {
         let issuer = self.issuer.trim().to_owned();
         if issuer.is_empty() {
-            return Err("--issuer is empty: give the issuer URL, e.g. https://latchkey.example.com".into());
+            return Err(
+                "--issuer is empty: give the issuer URL, e.g. https://latchkey.example.com".into(),
+            );
         }
         let account = match (&self.account_path, &self.account_header) {
             (Some(pattern), _) => AccountSource::Path(
@@ -135,12 +137,8 @@ impl GateArgs {
 /// The access key in `path` (surrounding whitespace ignored). Messages
 /// name the file, never its contents.
 fn read_usage_token(path: &std::path::Path) -> Result<UsageToken, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        format!(
-            "--usage-token-file: cannot read {}: {e}",
-            path.display()
-        )
-    })?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("--usage-token-file: cannot read {}: {e}", path.display()))?;
     let token = text.trim();
     if token.is_empty() {
         return Err(format!(
@@ -188,13 +186,24 @@ mod tests {
     #[test]
     fn account_flags_are_checked() {
         assert!(
-            parse(&["--issuer", "x", "--account-path", "/a/{account}", "--account-header", "x-a"])
-                .is_err()
+            parse(&[
+                "--issuer",
+                "x",
+                "--account-path",
+                "/a/{account}",
+                "--account-header",
+                "x-a"
+            ])
+            .is_err()
         );
         let bad = parse(&["--issuer", "x", "--account-path", "/a/b"]).unwrap();
         assert!(bad.resolve().unwrap_err().contains("no {account}"));
         let bad = parse(&["--issuer", "x", "--account-header", "bad header"]).unwrap();
-        assert!(bad.resolve().unwrap_err().contains("not a valid HTTP header name"));
+        assert!(
+            bad.resolve()
+                .unwrap_err()
+                .contains("not a valid HTTP header name")
+        );
         let bad = parse(&["--issuer", "x", "--account-header", "X-Latchkey-Key-Id"]).unwrap();
         assert!(bad.resolve().unwrap_err().contains("reserved"));
         assert!(parse(&["--issuer", "x", "--max-staleness-secs", "0"]).is_err());

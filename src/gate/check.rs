@@ -57,7 +57,8 @@ struct Original<'a> {
 /// `GET /check` and `/check/...`: decide, count, answer.
 pub async fn check(State(gate): State<std::sync::Arc<Gate>>, request: Request) -> Response {
     let started = Instant::now();
-    let (reason, response) = decide(&gate, request.uri(), request.headers(), request.method()).await;
+    let (reason, response) =
+        decide(&gate, request.uri(), request.headers(), request.method()).await;
     gate.metrics.record(reason, started.elapsed());
     response
 }
@@ -291,12 +292,18 @@ mod tests {
         let nginx = headers(&[(&X_ORIGINAL_METHOD, "POST"), (&X_ORIGINAL_URI, "/a?b")]);
         assert_eq!(
             original_request(&check, &nginx, "GET"),
-            Ok(Original { method: "POST", uri: "/a?b" })
+            Ok(Original {
+                method: "POST",
+                uri: "/a?b"
+            })
         );
         let traefik = headers(&[(&X_FORWARDED_METHOD, "PUT"), (&X_FORWARDED_URI, "/c")]);
         assert_eq!(
             original_request(&check, &traefik, "GET"),
-            Ok(Original { method: "PUT", uri: "/c" })
+            Ok(Original {
+                method: "PUT",
+                uri: "/c"
+            })
         );
         let both_agree = headers(&[
             (&X_ORIGINAL_METHOD, "GET"),
@@ -325,11 +332,16 @@ mod tests {
         let envoy: Uri = "/check/accounts/a1/data?x=1".parse().unwrap();
         assert_eq!(
             original_request(&envoy, &nginx, "DELETE"),
-            Ok(Original { method: "DELETE", uri: "/accounts/a1/data?x=1" })
+            Ok(Original {
+                method: "DELETE",
+                uri: "/accounts/a1/data?x=1"
+            })
         );
         let root: Uri = "/check/".parse().unwrap();
         assert_eq!(
-            original_request(&root, &HeaderMap::new(), "GET").unwrap().uri,
+            original_request(&root, &HeaderMap::new(), "GET")
+                .unwrap()
+                .uri,
             "/"
         );
         let other: Uri = "/checkx".parse().unwrap();
@@ -349,7 +361,10 @@ mod tests {
         let cav = allowed(&key(&[Role::CloudAccountViewer], Some(&["a1", "a:2"])));
         assert_eq!(cav.headers()[&ROLES], "cloud_account_viewer");
         assert_eq!(cav.headers()[&ACCOUNTS], "a1,a:2");
-        let all = allowed(&key(&[Role::CloudAccountViewer, Role::GlobalViewer], Some(&["*"])));
+        let all = allowed(&key(
+            &[Role::CloudAccountViewer, Role::GlobalViewer],
+            Some(&["*"]),
+        ));
         assert_eq!(all.headers()[&ROLES], "global_viewer,cloud_account_viewer");
         assert_eq!(all.headers()[&ACCOUNTS], "*");
     }

@@ -97,8 +97,8 @@ impl Reason {
 
 /// Upper bounds of the latency buckets, in seconds.
 const BUCKETS: [f64; 14] = [
-    0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05,
-    0.1, 0.5, 1.0,
+    0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1,
+    0.5, 1.0,
 ];
 
 /// Bucket bounds in nanoseconds, for the hot path.
@@ -240,7 +240,11 @@ mod tests {
             assert!(seen.insert(*reason), "{result} {reason}");
         }
         // Verify error codes are the verifier's own.
-        for e in [VerifyError::Expired, VerifyError::Revoked, VerifyError::UnknownKey] {
+        for e in [
+            VerifyError::Expired,
+            VerifyError::Revoked,
+            VerifyError::UnknownKey,
+        ] {
             assert_eq!(LABELS[Reason::InvalidToken(e).index()].1, e.code());
         }
         for r in [Refusal::OutOfScope, Refusal::Method, Refusal::MissingRole] {
@@ -261,8 +265,13 @@ mod tests {
         assert_eq!(m.count("deny", "revoked"), 1);
         let text = m.render(None);
         assert!(text.contains("latchkey_gate_decisions_total{result=\"allow\",reason=\"ok\"} 2\n"));
-        assert!(text.contains("latchkey_gate_decisions_total{result=\"deny\",reason=\"revoked\"} 1\n"));
-        assert!(text.contains("latchkey_gate_decision_duration_seconds_bucket{le=\"0.00005\"} 1\n"), "{text}");
+        assert!(
+            text.contains("latchkey_gate_decisions_total{result=\"deny\",reason=\"revoked\"} 1\n")
+        );
+        assert!(
+            text.contains("latchkey_gate_decision_duration_seconds_bucket{le=\"0.00005\"} 1\n"),
+            "{text}"
+        );
         assert!(text.contains("latchkey_gate_decision_duration_seconds_bucket{le=\"0.0025\"} 2\n"));
         assert!(text.contains("latchkey_gate_decision_duration_seconds_bucket{le=\"+Inf\"} 3\n"));
         assert!(text.contains("latchkey_gate_decision_duration_seconds_count 3\n"));

@@ -358,7 +358,10 @@ pub(crate) mod tests {
     #[test]
     fn account_from_path_and_header() {
         let headers = HeaderMap::new();
-        assert_eq!(pattern().account("/accounts/a1/x", &headers), Ok(Some("a1")));
+        assert_eq!(
+            pattern().account("/accounts/a1/x", &headers),
+            Ok(Some("a1"))
+        );
         assert_eq!(pattern().account("/accounts/", &headers), Ok(None));
         assert_eq!(pattern().account("/status", &headers), Ok(None));
         assert_eq!(
@@ -392,7 +395,10 @@ pub(crate) mod tests {
             assert_eq!(policy.decide(&admin, method, "/x", Some("a1")), Ok(()));
             assert_eq!(policy.decide(&admin, method, "/x", None), Ok(()));
         }
-        assert_eq!(policy.decide(&admin, "OPTIONS", "/x", None), Err(Refusal::Method));
+        assert_eq!(
+            policy.decide(&admin, "OPTIONS", "/x", None),
+            Err(Refusal::Method)
+        );
         assert_eq!(policy.decide(&viewer, "GET", "/x", Some("a3")), Ok(()));
         assert_eq!(policy.decide(&viewer, "GET", "/x", None), Ok(()));
         assert_eq!(
@@ -449,13 +455,19 @@ pub(crate) mod tests {
         );
         assert_eq!(policy.decide(&admin, "GET", "/admin/users", None), Ok(()));
         // The longer prefix wins; other methods fall back to the shorter.
-        assert_eq!(policy.decide(&viewer, "GET", "/admin/public/x", None), Ok(()));
+        assert_eq!(
+            policy.decide(&viewer, "GET", "/admin/public/x", None),
+            Ok(())
+        );
         assert_eq!(
             policy.decide(&viewer, "HEAD", "/admin/public/x", None),
             Err(Refusal::MissingRole)
         );
         // Segment boundaries.
-        assert_eq!(policy.decide(&viewer, "GET", "/administrator", None), Ok(()));
+        assert_eq!(
+            policy.decide(&viewer, "GET", "/administrator", None),
+            Ok(())
+        );
         // A rule widens the methods, never the accounts.
         assert_eq!(
             policy.decide(&cav, "POST", "/accounts/a1/q", Some("a1")),

@@ -186,7 +186,8 @@ fn check_prefix(prefix: &str) -> Result<(), String> {
 }
 
 fn check_method(method: &str) -> Result<(), String> {
-    let token = !method.is_empty() && method.len() <= 32 && method.bytes().all(|b| b.is_ascii_uppercase());
+    let token =
+        !method.is_empty() && method.len() <= 32 && method.bytes().all(|b| b.is_ascii_uppercase());
     if token {
         Ok(())
     } else if method.bytes().all(|b| b.is_ascii_alphabetic()) && !method.is_empty() {
@@ -267,16 +268,36 @@ roles = ["global_viewer"]
     #[test]
     fn bad_files_name_the_line_and_the_reason() {
         let cases: [(&str, usize, &str); 9] = [
-            ("[[rule]]\nprefix = \"/a\"\nroles = [\"admin\"]\n", 3, "\"admin\" is not a role"),
-            ("[[rule]]\nprefix = \"a\"\nroles = []\n", 2, "must start with /"),
-            ("[[rule]]\nprefix = \"/a/../b\"\nroles = []\n", 2, "dot segment"),
-            ("[[rule]]\nprefix = \"/a//b\"\nroles = []\n", 2, "write it as \"/a/b\""),
+            (
+                "[[rule]]\nprefix = \"/a\"\nroles = [\"admin\"]\n",
+                3,
+                "\"admin\" is not a role",
+            ),
+            (
+                "[[rule]]\nprefix = \"a\"\nroles = []\n",
+                2,
+                "must start with /",
+            ),
+            (
+                "[[rule]]\nprefix = \"/a/../b\"\nroles = []\n",
+                2,
+                "dot segment",
+            ),
+            (
+                "[[rule]]\nprefix = \"/a//b\"\nroles = []\n",
+                2,
+                "write it as \"/a/b\"",
+            ),
             (
                 "[[rule]]\nprefix = \"/a\"\nmethods = [\"get\"]\nroles = []\n",
                 3,
                 "upper case: \"GET\"",
             ),
-            ("[[rule]]\nprefix = \"/a\"\nrole = []\n", 3, "unknown field `role`"),
+            (
+                "[[rule]]\nprefix = \"/a\"\nrole = []\n",
+                3,
+                "unknown field `role`",
+            ),
             ("[[rule]]\nprefix = \"/a\"\n", 1, "missing field `roles`"),
             ("\n\n[[rule]\nprefix = 1\n", 3, ""),
             (
@@ -290,8 +311,9 @@ roles = ["global_viewer"]
             assert_eq!(e.line, Some(line), "{text:?}: {e}");
             assert!(e.reason.contains(reason), "{text:?}: {e}");
             assert!(
-                e.to_string()
-                    .starts_with(&format!("the policy file policy.toml is refused: line {line}: ")),
+                e.to_string().starts_with(&format!(
+                    "the policy file policy.toml is refused: line {line}: "
+                )),
                 "{e}"
             );
         }

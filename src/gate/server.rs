@@ -82,7 +82,9 @@ pub async fn serve(
     {
         match tokio::time::timeout(Duration::from_secs(5), verifier.flush_usage()).await {
             Ok(Ok(sent)) => tracing::info!(sent, "latchkey gate: sent the last usage reports"),
-            Ok(Err(e)) => tracing::warn!(error = %e, "latchkey gate: the last usage reports failed"),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "latchkey gate: the last usage reports failed")
+            }
             Err(_) => tracing::warn!("latchkey gate: the last usage reports timed out"),
         }
     }
@@ -91,8 +93,8 @@ pub async fn serve(
 }
 
 fn verifier_builder(config: &GateConfig) -> VerifierBuilder {
-    let mut builder = Verifier::builder(&config.issuer, &config.audience)
-        .staleness(config.max_staleness);
+    let mut builder =
+        Verifier::builder(&config.issuer, &config.audience).staleness(config.max_staleness);
     if let Some(token) = &config.usage_token {
         builder = builder.usage_reporting(token.0.clone());
     }

@@ -269,7 +269,10 @@ mod tests {
     #[test]
     fn plain_paths_are_borrowed_and_unchanged() {
         for uri in ["/", "/accounts/acct-1/data", "/a/b/", "/.well-known/x"] {
-            assert!(matches!(normalise(uri), Ok(Cow::Borrowed(p)) if p == uri), "{uri}");
+            assert!(
+                matches!(normalise(uri), Ok(Cow::Borrowed(p)) if p == uri),
+                "{uri}"
+            );
         }
         assert_eq!(ok("/a/b?x=1&y=/../z"), "/a/b");
     }

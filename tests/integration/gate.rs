@@ -220,7 +220,11 @@ impl Issuer {
 
     pub async fn suspend(&self, id: &str) {
         let (status, body) = self
-            .call(reqwest::Method::POST, &format!("/v1/keys/{id}/suspend"), None)
+            .call(
+                reqwest::Method::POST,
+                &format!("/v1/keys/{id}/suspend"),
+                None,
+            )
             .await;
         assert_eq!(status, StatusCode::OK, "{body}");
     }
@@ -257,8 +261,15 @@ pub fn foreign(like: &str) -> String {
     let pkcs8 = Ed25519KeyPair::generate_pkcs8(&rng).unwrap();
     let pair = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap();
     assert!(!pair.public_key().as_ref().is_empty());
-    let input = format!("{}.{}", b64_json(&header_of(like)), b64_json(&claims_of(like)));
-    format!("{input}.{}", B64.encode(pair.sign(input.as_bytes()).as_ref()))
+    let input = format!(
+        "{}.{}",
+        b64_json(&header_of(like)),
+        b64_json(&claims_of(like))
+    );
+    format!(
+        "{input}.{}",
+        B64.encode(pair.sign(input.as_bytes()).as_ref())
+    )
 }
 
 pub fn accounts_pattern() -> AccountSource {
@@ -357,11 +368,23 @@ pub async fn check(gate: &Arc<Gate>, method: &str, uri: &str, token: Option<&str
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_check_endpoint_answers_every_row_of_the_contract() {
     let issuer = Issuer::start().await;
-    let gate = gate(&issuer, accounts_pattern(), Policy::default(), Duration::from_secs(300)).await;
-    let viewer = issuer.create("gate viewer \u{e9}", &["global_viewer"], None).await;
+    let gate = gate(
+        &issuer,
+        accounts_pattern(),
+        Policy::default(),
+        Duration::from_secs(300),
+    )
+    .await;
+    let viewer = issuer
+        .create("gate viewer \u{e9}", &["global_viewer"], None)
+        .await;
     let admin = issuer.create("gate-admin", &["global_admin"], None).await;
     let cav = issuer
-        .create("cav", &["cloud_account_viewer"], Some(&["acct-1", "acct-2"]))
+        .create(
+            "cav",
+            &["cloud_account_viewer"],
+            Some(&["acct-1", "acct-2"]),
+        )
         .await;
     let cav_all = issuer
         .create("cav-all", &["cloud_account_viewer"], Some(&["*"]))
@@ -385,12 +408,18 @@ async fn the_check_endpoint_answers_every_row_of_the_contract() {
     let answer = check(&gate, "GET", "/accounts/acct-1/data", Some(&viewer.token)).await;
     answer.allowed();
     assert_eq!(answer.header("x-latchkey-key-id"), Some(viewer.id.as_str()));
-    assert_eq!(answer.header("x-latchkey-key-name"), Some("gate%20viewer%20%C3%A9"));
+    assert_eq!(
+        answer.header("x-latchkey-key-name"),
+        Some("gate%20viewer%20%C3%A9")
+    );
     assert_eq!(answer.header("x-latchkey-roles"), Some("global_viewer"));
     assert_eq!(answer.header("x-latchkey-accounts"), Some("*"));
     let answer = check(&gate, "HEAD", "/accounts/acct-2/x", Some(&cav.token)).await;
     answer.allowed();
-    assert_eq!(answer.header("x-latchkey-roles"), Some("cloud_account_viewer"));
+    assert_eq!(
+        answer.header("x-latchkey-roles"),
+        Some("cloud_account_viewer")
+    );
     assert_eq!(answer.header("x-latchkey-accounts"), Some("acct-1,acct-2"));
     assert_eq!(answer.header("x-latchkey-key-name"), Some("cav"));
 
@@ -403,9 +432,14 @@ async fn the_check_endpoint_answers_every_row_of_the_contract() {
             .await
             .allowed();
     }
-    check(&gate, "OPTIONS", "/accounts/acct-1/data", Some(&admin.token))
-        .await
-        .insufficient_scope();
+    check(
+        &gate,
+        "OPTIONS",
+        "/accounts/acct-1/data",
+        Some(&admin.token),
+    )
+    .await
+    .insufficient_scope();
 
     // Accounts: a cloud-account viewer reads its own only; a request with
     // no account needs a key for all accounts.
@@ -418,17 +452,26 @@ async fn the_check_endpoint_answers_every_row_of_the_contract() {
     check(&gate, "GET", "/accounts/acct-3/data", Some(&cav_all.token))
         .await
         .allowed();
-    check(&gate, "GET", "/reports", Some(&cav_all.token)).await.allowed();
-    check(&gate, "GET", "/reports", Some(&viewer.token)).await.allowed();
+    check(&gate, "GET", "/reports", Some(&cav_all.token))
+        .await
+        .allowed();
+    check(&gate, "GET", "/reports", Some(&viewer.token))
+        .await
+        .allowed();
     // Unreserved escapes are decoded before the account is read.
     check(&gate, "GET", "/accounts/%61cct-1/data", Some(&cav.token))
         .await
         .allowed();
 
     // Refused keys: 401 invalid_token naming why.
-    check(&gate, "GET", "/reports", Some(&issuer.expired(&viewer.token)))
-        .await
-        .invalid_token("expired");
+    check(
+        &gate,
+        "GET",
+        "/reports",
+        Some(&issuer.expired(&viewer.token)),
+    )
+    .await
+    .invalid_token("expired");
     check(&gate, "GET", "/reports", Some(&foreign(&viewer.token)))
         .await
         .invalid_token("signature");
@@ -437,14 +480,24 @@ async fn the_check_endpoint_answers_every_row_of_the_contract() {
         .invalid_token("malformed");
     let suspended = issuer.create("to-suspend", &["global_viewer"], None).await;
     let revoked = issuer.create("to-revoke", &["global_viewer"], None).await;
-    check(&gate, "GET", "/reports", Some(&suspended.token)).await.allowed();
-    check(&gate, "GET", "/reports", Some(&revoked.token)).await.allowed();
+    check(&gate, "GET", "/reports", Some(&suspended.token))
+        .await
+        .allowed();
+    check(&gate, "GET", "/reports", Some(&revoked.token))
+        .await
+        .allowed();
     issuer.suspend(&suspended.id).await;
     issuer.revoke(&revoked.id).await;
     assert!(
         eventually(WAIT, || async {
-            check(&gate, "GET", "/reports", Some(&suspended.token)).await.status == 401
-                && check(&gate, "GET", "/reports", Some(&revoked.token)).await.status == 401
+            check(&gate, "GET", "/reports", Some(&suspended.token))
+                .await
+                .status
+                == 401
+                && check(&gate, "GET", "/reports", Some(&revoked.token))
+                    .await
+                    .status
+                    == 401
         })
         .await
     );
@@ -477,7 +530,13 @@ async fn the_check_endpoint_answers_every_row_of_the_contract() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ambiguous_original_uris_are_refused_never_allowed() {
     let issuer = Issuer::start().await;
-    let gate = gate(&issuer, accounts_pattern(), Policy::default(), Duration::from_secs(300)).await;
+    let gate = gate(
+        &issuer,
+        accounts_pattern(),
+        Policy::default(),
+        Duration::from_secs(300),
+    )
+    .await;
     let admin = issuer.create("admin-2", &["global_admin"], None).await;
     let cav = issuer
         .create("cav-a", &["cloud_account_viewer"], Some(&["acct-1"]))
@@ -514,7 +573,10 @@ async fn ambiguous_original_uris_are_refused_never_allowed() {
         }
     }
     // Envoy mode reads the same URIs from its own request line.
-    for uri in ["/accounts/acct-1/../acct-2/data", "/accounts/acct-1/..%2Facct-2/data"] {
+    for uri in [
+        "/accounts/acct-1/../acct-2/data",
+        "/accounts/acct-1/..%2Facct-2/data",
+    ] {
         let request = Request::get(format!("/check{uri}"))
             .header("authorization", format!("Bearer {}", cav.token))
             .body(Body::empty())
@@ -533,8 +595,16 @@ async fn ambiguous_original_uris_are_refused_never_allowed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn envoy_ext_authz_reads_the_original_request_from_its_path() {
     let issuer = Issuer::start().await;
-    let gate = gate(&issuer, accounts_pattern(), Policy::default(), Duration::from_secs(300)).await;
-    let viewer = issuer.create("envoy-viewer", &["global_viewer"], None).await;
+    let gate = gate(
+        &issuer,
+        accounts_pattern(),
+        Policy::default(),
+        Duration::from_secs(300),
+    )
+    .await;
+    let viewer = issuer
+        .create("envoy-viewer", &["global_viewer"], None)
+        .await;
     let cav = issuer
         .create("envoy-cav", &["cloud_account_viewer"], Some(&["acct-1"]))
         .await;
@@ -558,12 +628,18 @@ async fn envoy_ext_authz_reads_the_original_request_from_its_path() {
     send(&gate, envoy("POST", "/accounts/acct-1/data", &viewer.token))
         .await
         .insufficient_scope();
-    send(&gate, envoy("GET", "/", &viewer.token)).await.allowed();
+    send(&gate, envoy("GET", "/", &viewer.token))
+        .await
+        .allowed();
     // The gate's own routes are not reachable below /check/.
     send(&gate, envoy("GET", "/healthz", &cav.token))
         .await
         .insufficient_scope();
-    let answer = send(&gate, Request::get("/elsewhere").body(Body::empty()).unwrap()).await;
+    let answer = send(
+        &gate,
+        Request::get("/elsewhere").body(Body::empty()).unwrap(),
+    )
+    .await;
     answer.expect(404);
 }
 
@@ -586,7 +662,9 @@ roles = ["global_admin", "cloud_account_viewer"]
     .unwrap();
     let source = AccountSource::Header("x-account".parse().unwrap());
     let gate = gate(&issuer, source, policy, Duration::from_secs(300)).await;
-    let viewer = issuer.create("rules-viewer", &["global_viewer"], None).await;
+    let viewer = issuer
+        .create("rules-viewer", &["global_viewer"], None)
+        .await;
     let admin = issuer.create("rules-admin", &["global_admin"], None).await;
     let cav = issuer
         .create("rules-cav", &["cloud_account_viewer"], Some(&["acct-1"]))
@@ -601,50 +679,85 @@ roles = ["global_admin", "cloud_account_viewer"]
         }
         request.body(Body::empty()).unwrap()
     };
-    send(&gate, with_account("GET", "/data", Some("acct-1"), &cav.token))
-        .await
-        .allowed();
-    send(&gate, with_account("GET", "/data", Some("acct-2"), &cav.token))
-        .await
-        .insufficient_scope();
+    send(
+        &gate,
+        with_account("GET", "/data", Some("acct-1"), &cav.token),
+    )
+    .await
+    .allowed();
+    send(
+        &gate,
+        with_account("GET", "/data", Some("acct-2"), &cav.token),
+    )
+    .await
+    .insufficient_scope();
     send(&gate, with_account("GET", "/data", None, &cav.token))
         .await
         .insufficient_scope();
-    let answer = send(&gate, with_account("GET", "/data", Some("a/../b"), &cav.token)).await;
+    let answer = send(
+        &gate,
+        with_account("GET", "/data", Some("a/../b"), &cav.token),
+    )
+    .await;
     answer.expect(400);
     // The rule lets cloud-account viewers POST queries, in their account only.
-    send(&gate, with_account("POST", "/queries", Some("acct-1"), &cav.token))
-        .await
-        .allowed();
-    send(&gate, with_account("POST", "/queries", Some("acct-2"), &cav.token))
-        .await
-        .insufficient_scope();
+    send(
+        &gate,
+        with_account("POST", "/queries", Some("acct-1"), &cav.token),
+    )
+    .await
+    .allowed();
+    send(
+        &gate,
+        with_account("POST", "/queries", Some("acct-2"), &cav.token),
+    )
+    .await
+    .insufficient_scope();
     send(&gate, with_account("POST", "/queries", None, &viewer.token))
         .await
         .insufficient_scope();
     // The /admin rule needs global_admin even to read.
-    send(&gate, with_account("GET", "/admin/users", None, &viewer.token))
-        .await
-        .insufficient_scope();
-    send(&gate, with_account("GET", "/admin/users", None, &admin.token))
-        .await
-        .allowed();
-    send(&gate, with_account("GET", "/administrator", None, &viewer.token))
-        .await
-        .allowed();
+    send(
+        &gate,
+        with_account("GET", "/admin/users", None, &viewer.token),
+    )
+    .await
+    .insufficient_scope();
+    send(
+        &gate,
+        with_account("GET", "/admin/users", None, &admin.token),
+    )
+    .await
+    .allowed();
+    send(
+        &gate,
+        with_account("GET", "/administrator", None, &viewer.token),
+    )
+    .await
+    .allowed();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stale_status_data_is_a_503_and_the_gate_stops_being_ready() {
     let issuer = Issuer::start().await;
-    let gate = gate(&issuer, accounts_pattern(), Policy::default(), Duration::from_secs(2)).await;
-    let viewer = issuer.create("stale-viewer", &["global_viewer"], None).await;
+    let gate = gate(
+        &issuer,
+        accounts_pattern(),
+        Policy::default(),
+        Duration::from_secs(2),
+    )
+    .await;
+    let viewer = issuer
+        .create("stale-viewer", &["global_viewer"], None)
+        .await;
     let readyz = || async {
         send(&gate, Request::get("/readyz").body(Body::empty()).unwrap())
             .await
             .status
     };
-    check(&gate, "GET", "/reports", Some(&viewer.token)).await.allowed();
+    check(&gate, "GET", "/reports", Some(&viewer.token))
+        .await
+        .allowed();
     assert_eq!(readyz().await, 200);
     let health = send(&gate, Request::get("/healthz").body(Body::empty()).unwrap()).await;
     health.expect(200);
@@ -652,14 +765,22 @@ async fn stale_status_data_is_a_503_and_the_gate_stops_being_ready() {
     issuer.stop();
     let stopped = Instant::now();
     // Within the bound the last good data still counts.
-    check(&gate, "GET", "/reports", Some(&viewer.token)).await.allowed();
+    check(&gate, "GET", "/reports", Some(&viewer.token))
+        .await
+        .allowed();
     assert!(
         eventually(WAIT, || async {
-            check(&gate, "GET", "/reports", Some(&viewer.token)).await.status == 503
+            check(&gate, "GET", "/reports", Some(&viewer.token))
+                .await
+                .status
+                == 503
         })
         .await
     );
-    eprintln!("the gate failed closed {:?} after the issuer stopped (bound 2 s)", stopped.elapsed());
+    eprintln!(
+        "the gate failed closed {:?} after the issuer stopped (bound 2 s)",
+        stopped.elapsed()
+    );
     let answer = check(&gate, "GET", "/reports", Some(&viewer.token)).await;
     answer.expect(503);
     assert_eq!(answer.header("retry-after"), Some("5"));
@@ -670,14 +791,18 @@ async fn stale_status_data_is_a_503_and_the_gate_stops_being_ready() {
     let metrics = send(&gate, Request::get("/metrics").body(Body::empty()).unwrap()).await;
     metrics.expect(200);
     assert!(
-        metrics
-            .body
-            .contains("latchkey_gate_decisions_total{result=\"unavailable\",reason=\"status_unavailable\"}"),
+        metrics.body.contains(
+            "latchkey_gate_decisions_total{result=\"unavailable\",reason=\"status_unavailable\"}"
+        ),
         "{}",
         metrics.body
     );
     assert!(metrics.body.contains("latchkey_gate_ready 0\n"));
-    assert!(metrics.body.contains("latchkey_gate_decision_duration_seconds_count"));
+    assert!(
+        metrics
+            .body
+            .contains("latchkey_gate_decision_duration_seconds_count")
+    );
 }
 
 /// A free loopback port (bound then released).
@@ -719,8 +844,12 @@ impl Drop for Child {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_binary_takes_its_settings_from_the_environment_and_reports_usage() {
     let issuer = Issuer::start().await;
-    let user = issuer.create("used-through-gate", &["global_viewer"], None).await;
-    let reporter = issuer.create("gate-reporter", &["global_viewer"], None).await;
+    let user = issuer
+        .create("used-through-gate", &["global_viewer"], None)
+        .await;
+    let reporter = issuer
+        .create("gate-reporter", &["global_viewer"], None)
+        .await;
     let dir = tempfile::tempdir().unwrap();
     let token_file = dir.path().join("usage.key");
     std::fs::write(&token_file, format!("{}\n", reporter.token)).unwrap();
@@ -764,7 +893,10 @@ async fn the_binary_takes_its_settings_from_the_environment_and_reports_usage() 
     assert!(issuer.key(&user.id).await["last_used_at"].is_null());
 
     // SIGTERM: a graceful stop that sends the pending usage reports.
-    assert!(child.terminate(), "the gate did not stop cleanly on SIGTERM");
+    assert!(
+        child.terminate(),
+        "the gate did not stop cleanly on SIGTERM"
+    );
     assert!(
         eventually(WAIT, || async {
             !issuer.key(&user.id).await["last_used_at"].is_null()
@@ -774,7 +906,10 @@ async fn the_binary_takes_its_settings_from_the_environment_and_reports_usage() 
     );
     let logged = std::fs::read_to_string(&log).unwrap();
     assert!(logged.contains("latchkey gate is serving"), "{logged}");
-    assert!(!logged.contains(&reporter.token), "the usage key was logged");
+    assert!(
+        !logged.contains(&reporter.token),
+        "the usage key was logged"
+    );
     assert!(!logged.contains(&user.token), "a checked key was logged");
 }
 
@@ -795,7 +930,11 @@ fn the_binary_refuses_a_bad_policy_file_with_its_line() {
     assert!(!ran.success);
     assert!(ran.stderr.contains("gate-policy.toml"), "{}", ran.stderr);
     assert!(ran.stderr.contains("line 7"), "{}", ran.stderr);
-    assert!(ran.stderr.contains("\"superuser\" is not a role"), "{}", ran.stderr);
+    assert!(
+        ran.stderr.contains("\"superuser\" is not a role"),
+        "{}",
+        ran.stderr
+    );
 
     let ran = crate::support::run(latchkey().args([
         "gate",

@@ -62,7 +62,10 @@ fn require(name: &str, files: &[&str], packages: &[&str]) -> PathBuf {
             .env("DEBIAN_FRONTEND", "noninteractive")
             .status()
             .unwrap_or_else(|e| panic!("cannot run apt-get to install {wanted}: {e}"));
-        assert!(status.success(), "apt-get {args:?} failed; install {wanted} by hand");
+        assert!(
+            status.success(),
+            "apt-get {args:?} failed; install {wanted} by hand"
+        );
     };
     apt(&["update", "-qq"]);
     let mut install = vec!["install", "-y", "-qq"];
@@ -220,7 +223,10 @@ http://127.0.0.1:{port} {{
 async fn wait_listening(child: &mut Child, port: u16, log: &Path, what: &str) {
     let start = Instant::now();
     loop {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
             return;
         }
         if let Ok(Some(status)) = child.0.try_wait() {
@@ -260,7 +266,12 @@ async fn stack_parts() -> (Issuer, Arc<Gate>, Served, Served) {
 }
 
 impl Stack {
-    async fn get(&self, method: &str, path: &str, headers: &[(&str, &str)]) -> (u16, HeaderMap, String) {
+    async fn get(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> (u16, HeaderMap, String) {
         let mut request = self.http.request(
             reqwest::Method::from_bytes(method.as_bytes()).unwrap(),
             format!("{}{path}", self.base),
@@ -306,9 +317,15 @@ impl Stack {
     async fn exercise(&self, name: &str) {
         let issuer = &self.issuer;
         let cav = issuer
-            .create(&format!("{name}-cav"), &["cloud_account_viewer"], Some(&["acct-1", "acct-2"]))
+            .create(
+                &format!("{name}-cav"),
+                &["cloud_account_viewer"],
+                Some(&["acct-1", "acct-2"]),
+            )
             .await;
-        let viewer = issuer.create(&format!("{name}-viewer"), &["global_viewer"], None).await;
+        let viewer = issuer
+            .create(&format!("{name}-viewer"), &["global_viewer"], None)
+            .await;
 
         // No key: 401 with the gate's challenge; the upstream is not reached.
         let (status, headers, _) = self.get("GET", "/accounts/acct-1/data", &[]).await;
@@ -336,10 +353,26 @@ impl Stack {
         let seen: Value = serde_json::from_str(&body).unwrap();
         assert_eq!(seen["uri"], "/accounts/acct-1/data?page=2", "{name}");
         let headers = &seen["headers"];
-        assert_eq!(headers["x-latchkey-key-id"], json!([cav.id]), "{name}: {seen}");
-        assert_eq!(headers["x-latchkey-key-name"], json!([format!("{name}-cav")]), "{name}");
-        assert_eq!(headers["x-latchkey-roles"], json!(["cloud_account_viewer"]), "{name}");
-        assert_eq!(headers["x-latchkey-accounts"], json!(["acct-1,acct-2"]), "{name}");
+        assert_eq!(
+            headers["x-latchkey-key-id"],
+            json!([cav.id]),
+            "{name}: {seen}"
+        );
+        assert_eq!(
+            headers["x-latchkey-key-name"],
+            json!([format!("{name}-cav")]),
+            "{name}"
+        );
+        assert_eq!(
+            headers["x-latchkey-roles"],
+            json!(["cloud_account_viewer"]),
+            "{name}"
+        );
+        assert_eq!(
+            headers["x-latchkey-accounts"],
+            json!(["acct-1,acct-2"]),
+            "{name}"
+        );
         let latchkey_headers: Vec<&String> = headers
             .as_object()
             .unwrap()
@@ -347,27 +380,57 @@ impl Stack {
             .filter(|k| k.starts_with("x-latchkey-"))
             .collect();
         assert_eq!(latchkey_headers.len(), 4, "{name}: {latchkey_headers:?}");
-        assert!(!body.contains("forged"), "{name}: a forged header reached the upstream: {body}");
+        assert!(
+            !body.contains("forged"),
+            "{name}: a forged header reached the upstream: {body}"
+        );
 
         // Policy refusals.
-        assert_eq!(self.status("POST", "/accounts/acct-1/data", &viewer.token).await, 403, "{name}: viewer POST");
-        assert_eq!(self.status("GET", "/accounts/acct-9/data", &cav.token).await, 403, "{name}: other account");
-        assert_eq!(self.status("GET", "/accounts/acct-1/data", &viewer.token).await, 200, "{name}");
+        assert_eq!(
+            self.status("POST", "/accounts/acct-1/data", &viewer.token)
+                .await,
+            403,
+            "{name}: viewer POST"
+        );
+        assert_eq!(
+            self.status("GET", "/accounts/acct-9/data", &cav.token)
+                .await,
+            403,
+            "{name}: other account"
+        );
+        assert_eq!(
+            self.status("GET", "/accounts/acct-1/data", &viewer.token)
+                .await,
+            200,
+            "{name}"
+        );
 
         // Refused keys.
-        let suspended = issuer.create(&format!("{name}-suspended"), &["global_viewer"], None).await;
+        let suspended = issuer
+            .create(&format!("{name}-suspended"), &["global_viewer"], None)
+            .await;
         issuer.suspend(&suspended.id).await;
         let expired = issuer.expired(&viewer.token);
         let forged = foreign(&viewer.token);
         assert!(
             eventually(WAIT, || async {
-                self.status("GET", "/accounts/acct-1/data", &suspended.token).await == 401
+                self.status("GET", "/accounts/acct-1/data", &suspended.token)
+                    .await
+                    == 401
             })
             .await,
             "{name}: suspended key"
         );
-        assert_eq!(self.status("GET", "/accounts/acct-1/data", &expired).await, 401, "{name}: expired");
-        assert_eq!(self.status("GET", "/accounts/acct-1/data", &forged).await, 401, "{name}: foreign");
+        assert_eq!(
+            self.status("GET", "/accounts/acct-1/data", &expired).await,
+            401,
+            "{name}: expired"
+        );
+        assert_eq!(
+            self.status("GET", "/accounts/acct-1/data", &forged).await,
+            401,
+            "{name}: foreign"
+        );
 
         // Ambiguous URIs never reach the upstream (the proxy or the gate
         // answers 400). Sent raw: an HTTP client would resolve `%2e%2e`.
@@ -382,13 +445,21 @@ impl Stack {
         }
 
         // Revocation: refused soon after the DELETE returns.
-        let revoked = issuer.create(&format!("{name}-revoked"), &["global_viewer"], None).await;
-        assert_eq!(self.status("GET", "/accounts/acct-1/data", &revoked.token).await, 200);
+        let revoked = issuer
+            .create(&format!("{name}-revoked"), &["global_viewer"], None)
+            .await;
+        assert_eq!(
+            self.status("GET", "/accounts/acct-1/data", &revoked.token)
+                .await,
+            200
+        );
         issuer.revoke(&revoked.id).await;
         let deleted = Instant::now();
         assert!(
             eventually(WAIT, || async {
-                self.status("GET", "/accounts/acct-1/data", &revoked.token).await == 401
+                self.status("GET", "/accounts/acct-1/data", &revoked.token)
+                    .await
+                    == 401
             })
             .await,
             "{name}: the revoked key was still accepted after {WAIT:?}"
@@ -403,13 +474,16 @@ impl Stack {
         issuer.stop();
         let stopped = Instant::now();
         assert_eq!(
-            self.status("GET", "/accounts/acct-1/data", &cav.token).await,
+            self.status("GET", "/accounts/acct-1/data", &cav.token)
+                .await,
             200,
             "{name}: a key stopped working as soon as the issuer stopped"
         );
         assert!(
             eventually(WAIT + STALENESS, || async {
-                self.status("GET", "/accounts/acct-1/data", &cav.token).await == 503
+                self.status("GET", "/accounts/acct-1/data", &cav.token)
+                    .await
+                    == 503
             })
             .await,
             "{name}: the gate never failed closed"
@@ -418,10 +492,17 @@ impl Stack {
             "{name}: 503 through the proxy {:?} after the issuer stopped (bound {STALENESS:?})",
             stopped.elapsed()
         );
-        let (status, headers, _) = self.get("GET", "/accounts/acct-1/data", &[("authorization", &auth)]).await;
+        let (status, headers, _) = self
+            .get("GET", "/accounts/acct-1/data", &[("authorization", &auth)])
+            .await;
         assert_eq!(status, 503, "{name}");
         assert_eq!(headers.get("retry-after").unwrap(), "5", "{name}");
-        assert!(self.gate.metrics().count("unavailable", "status_unavailable") >= 1);
+        assert!(
+            self.gate
+                .metrics()
+                .count("unavailable", "status_unavailable")
+                >= 1
+        );
     }
 }
 
@@ -436,7 +517,11 @@ async fn nginx_auth_request_in_front_of_a_service() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let conf = dir.path().join("nginx.conf");
-    std::fs::write(&conf, nginx_conf(dir.path(), port, gate_server.port, upstream.port)).unwrap();
+    std::fs::write(
+        &conf,
+        nginx_conf(dir.path(), port, gate_server.port, upstream.port),
+    )
+    .unwrap();
     let log = dir.path().join("error.log");
     let child = std::process::Command::new(nginx)
         .arg("-p")
@@ -471,7 +556,11 @@ async fn caddy_forward_auth_in_front_of_a_service() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let config = dir.path().join("Caddyfile");
-    std::fs::write(&config, caddyfile(dir.path(), port, gate_server.port, upstream.port)).unwrap();
+    std::fs::write(
+        &config,
+        caddyfile(dir.path(), port, gate_server.port, upstream.port),
+    )
+    .unwrap();
     let log = dir.path().join("caddy.log");
     let child = std::process::Command::new(caddy)
         .args(["run", "--adapter", "caddyfile", "--config"])
