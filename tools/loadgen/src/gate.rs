@@ -109,13 +109,15 @@ error_log {dir}/error.log warn;
 events {{ worker_connections 4096; }}
 http {{
     access_log off;
+    # The load's connections stay open for the whole run.
+    keepalive_requests 10000000;
     client_body_temp_path {dir}/client_body;
     proxy_temp_path {dir}/proxy;
     fastcgi_temp_path {dir}/fastcgi;
     uwsgi_temp_path {dir}/uwsgi;
     scgi_temp_path {dir}/scgi;
-    upstream latchkey_gate {{ server {gate}; keepalive 64; }}
-    upstream app {{ server {app}; keepalive 64; }}
+    upstream latchkey_gate {{ server {gate}; keepalive 64; keepalive_requests 10000000; }}
+    upstream app {{ server {app}; keepalive 64; keepalive_requests 10000000; }}
 
     server {{
         listen {gated};
