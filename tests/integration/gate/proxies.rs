@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
-use super::{Child, Issuer, WAIT, accounts_pattern, eventually, foreign, free_port, gate};
+use super::harness::{Child, Issuer, WAIT, accounts_pattern, eventually, foreign, free_port, gate};
 
 /// The headers-more module, for clearing every client-sent `X-Latchkey-*`.
 const HEADERS_MORE: &str = "/usr/lib/nginx/modules/ngx_http_headers_more_filter_module.so";
