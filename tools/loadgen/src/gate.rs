@@ -197,12 +197,20 @@ impl Side {
         (!per.is_empty()).then(|| per.iter().sum::<f64>() / per.len() as f64)
     }
 
+    /// CPU of every process of the stack (client included) per request.
+    fn stack_cpu_us(&self) -> Option<f64> {
+        let cpu: f64 = self.runs.iter().filter_map(|r| r.stack_cpu_s).sum();
+        let done: u64 = self.runs.iter().map(|r| r.completed).sum();
+        (done > 0 && cpu > 0.0).then(|| cpu * 1e6 / done as f64)
+    }
+
     fn json(&self) -> Value {
         json!({
             "rate": round(self.rate(), 1),
             "p99_ms": round(self.p99_ms(), 3),
             "errors": self.errors(),
             "cpu_us_per_req": self.cpu_us().map(|c| round(c, 2)),
+            "stack_cpu_us_per_req": self.stack_cpu_us().map(|c| round(c, 2)),
         })
     }
 
@@ -211,6 +219,9 @@ impl Side {
         if let Some(cpu) = self.cpu_us() {
             line.push_str(&format!(", server CPU {cpu:.1} µs/req"));
         }
+        if let Some(cpu) = self.stack_cpu_us() {
+            line.push_str(&format!(", whole stack {cpu:.1} µs/req"));
+        }
         if self.errors() > 0 {
             line.push_str(&format!(", {} errors", self.errors()));
         }
@@ -218,12 +229,14 @@ impl Side {
     }
 }
 
+/// One segment: the load, with the CPU per completed request of each of
+/// `meters` (the process under test first, then the rest of the stack).
 async fn measure(
     addr: SocketAddr,
     path: &str,
     headers: &[(String, String)],
     load: &LoadOpts,
-    meter: Option<&CpuMeter>,
+    meters: &[&CpuMeter],
 ) -> Result<LoadResult, String> {
     let spec = LoadSpec {
         addr,
@@ -234,7 +247,19 @@ async fn measure(
         expect: StatusCode::OK,
         make: servers::get_maker(addr, path, headers)?,
     };
-    let result = load::run_metered(&spec, meter).await?;
+    let before: Vec<Option<f64>> = meters.iter().map(|m| m.seconds()).collect();
+    let mut result = load::run(&spec).await?;
+    let after: Vec<Option<f64>> = meters.iter().map(|m| m.seconds()).collect();
+    let used: Vec<f64> = before
+        .iter()
+        .zip(&after)
+        .map(|(b, a)| match (b, a) {
+            (Some(b), Some(a)) => a - b,
+            _ => 0.0,
+        })
+        .collect();
+    result.server_cpu_s = used.first().copied();
+    result.stack_cpu_s = Some(used.iter().sum());
     if let Some(e) = &result.first_error {
         eprintln!("loadgen: first unexpected response: {e}");
     }
@@ -348,6 +373,8 @@ pub async fn gate(
     let nginx_cpu = CpuMeter::Process(nginx.0.id());
     let gate_cpu = CpuMeter::Process(gate.0.id());
     let issuer_cpu = CpuMeter::Process(issuer.0.id());
+    // This process: the load's client and the upstream.
+    let own_cpu = CpuMeter::Process(std::process::id());
     let check_headers = vec![
         ("authorization".to_owned(), format!("Bearer {token}")),
         ("x-original-method".to_owned(), "GET".to_owned()),
@@ -368,23 +395,37 @@ pub async fn gate(
         };
         for target in order {
             if target {
-                gated
-                    .runs
-                    .push(measure(gated_addr, PATH, &auth, load, Some(&nginx_cpu)).await?);
+                gated.runs.push(
+                    measure(
+                        gated_addr,
+                        PATH,
+                        &auth,
+                        load,
+                        &[&nginx_cpu, &gate_cpu, &own_cpu],
+                    )
+                    .await?,
+                );
                 checks.runs.push(
-                    measure(gate_addr, "/check", &check_headers, load, Some(&gate_cpu)).await?,
+                    measure(
+                        gate_addr,
+                        "/check",
+                        &check_headers,
+                        load,
+                        &[&gate_cpu, &own_cpu],
+                    )
+                    .await?,
                 );
             } else {
                 direct
                     .runs
-                    .push(measure(direct_addr, PATH, &auth, load, Some(&nginx_cpu)).await?);
+                    .push(measure(direct_addr, PATH, &auth, load, &[&nginx_cpu, &own_cpu]).await?);
                 jwks.runs.push(
                     measure(
                         issuer_addr,
                         "/.well-known/jwks.json",
                         &[],
                         load,
-                        Some(&issuer_cpu),
+                        &[&issuer_cpu, &own_cpu],
                     )
                     .await?,
                 );
@@ -393,12 +434,23 @@ pub async fn gate(
     }
     let proxy_ratio = gated.rate() / direct.rate().max(f64::MIN_POSITIVE);
     let check_ratio = checks.rate() / jwks.rate().max(f64::MIN_POSITIVE);
+    // What the ratio is when the machine's cores are the limit: the whole
+    // stack's CPU per request, direct over gated (drifts far less).
+    let cpu_ratio = match (direct.stack_cpu_us(), gated.stack_cpu_us()) {
+        (Some(d), Some(g)) if g > 0.0 => Some(d / g),
+        _ => None,
+    };
     println!("{}", direct.line("nginx → upstream (baseline)"));
     println!("{}", gated.line("nginx → gate → upstream"));
     println!(
         "  gated/direct = {proxy_ratio:.2} (target ≥ {TARGET_PROXY_RATIO}): {}",
         verdict(proxy_ratio >= TARGET_PROXY_RATIO)
     );
+    if let Some(cpu_ratio) = cpu_ratio {
+        println!(
+            "  whole-stack CPU per request, direct/gated = {cpu_ratio:.2} (the ratio when the cores are the limit)"
+        );
+    }
     println!(
         "{}",
         jwks.line("issuer GET /.well-known/jwks.json (baseline)")
@@ -422,6 +474,7 @@ pub async fn gate(
         "nginx_direct": direct.json(),
         "nginx_gated": gated.json(),
         "gated_over_direct": round(proxy_ratio, 3),
+        "stack_cpu_direct_over_gated": cpu_ratio.map(|r| round(r, 3)),
         "issuer_jwks": jwks.json(),
         "gate_check": checks.json(),
         "check_over_jwks": round(check_ratio, 3),
