@@ -11,6 +11,7 @@ pub mod clock;
 pub mod config;
 pub mod denials;
 pub mod durability;
+pub mod gate;
 pub mod http;
 pub mod keyring;
 pub mod metrics;

@@ -42,6 +42,8 @@ pub enum Command {
     SigningKeys(signing_keys::SigningKeysCommand),
     /// Verify an access key offline against an issuer's JWKS and status lists.
     Verify(verify::VerifyArgs),
+    /// Run a forward-auth server for reverse proxies (nginx, Caddy, Traefik, Envoy).
+    Gate(crate::gate::GateArgs),
 }
 
 /// A command's failure: the message to print and the exit code.
@@ -81,6 +83,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Audit(args) => audit::run(args).await,
         Command::SigningKeys(command) => signing_keys::run(command).await,
         Command::Verify(args) => verify::run(args).await,
+        Command::Gate(args) => crate::gate::run(args).await.map_err(CliError::new),
     }
 }
 

@@ -13,6 +13,7 @@ mod cli;
 mod crash;
 mod external;
 mod introspection;
+mod gate;
 mod keys_api;
 mod names;
 mod never_goes_back;

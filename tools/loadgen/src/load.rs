@@ -52,6 +52,8 @@ pub struct LoadResult {
     pub completed: u64,
     /// Server CPU seconds over the whole run (warm-up included), if measured.
     pub server_cpu_s: Option<f64>,
+    /// CPU seconds of every measured process of the stack, if measured.
+    pub stack_cpu_s: Option<f64>,
 }
 
 impl LoadResult {
@@ -310,6 +312,7 @@ pub async fn run(spec: &LoadSpec) -> Result<LoadResult, String> {
         first_error: None,
         completed: 0,
         server_cpu_s: None,
+        stack_cpu_s: None,
     };
     let mut last_done = measure_from;
     for task in tasks {

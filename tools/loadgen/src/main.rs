@@ -5,9 +5,12 @@
 //! one run), `seed` (a registry of N keys, in-process through the library),
 //! `startup` (start-up time, resident memory and list latency of a seeded
 //! registry), `fsync-probe` (the disk's fsync latency, the floor under
-//! durable writes) and `summary` (the results file as a Markdown table).
+//! durable writes), `gate` (the forward-auth gate behind nginx and alone,
+//! against same-run baselines) and `summary` (the results file as a
+//! Markdown table).
 //! See `tools/loadgen/README.md` and `docs/benchmarks.md`.
 
+mod gate;
 mod load;
 mod scenarios;
 mod seed;
@@ -161,6 +164,22 @@ enum Command {
         dir: PathBuf,
         #[arg(long, default_value_t = 200)]
         count: u32,
+    },
+    /// The forward-auth gate: nginx with auth_request to `latchkey gate` vs
+    /// nginx straight to the same upstream, and the gate's /check vs the
+    /// issuer's JWKS handler, alternating (ABBA) in one run.
+    Gate {
+        /// The latchkey binary (runs `serve` and `gate`).
+        #[arg(long)]
+        latchkey_bin: PathBuf,
+        /// The nginx binary (default: nginx on PATH or in /usr/sbin).
+        #[arg(long)]
+        nginx: Option<PathBuf>,
+        #[command(flatten)]
+        load: LoadOpts,
+        /// Pairs of (baseline, target) segments of each comparison.
+        #[arg(long, default_value_t = 2)]
+        rounds: usize,
     },
     /// Print the results file as a Markdown table.
     Summary {

@@ -100,6 +100,15 @@ pub async fn dispatch(command: Command, results: Option<PathBuf>) -> Result<(), 
             .await?
         }
         Command::FsyncProbe { dir, count } => fsync_probe(&dir, count)?,
+        Command::Gate {
+            latchkey_bin,
+            nginx,
+            load,
+            rounds,
+        } => {
+            let nginx = nginx.unwrap_or_else(crate::gate::default_nginx);
+            crate::gate::gate(&latchkey_bin, &nginx, &load, rounds).await?
+        }
         Command::Summary { file } => {
             print!("{}", summary(&file)?);
             return Ok(());
