@@ -1,7 +1,7 @@
 //! The tamper-evident audit log.
 //!
 //! Entries are appended by the store in the same transaction as the change
-//! they record ([`crate::store`]), numbered without gaps, and chained: each
+//! they record, numbered without gaps, and chained: each
 //! entry stores the hash of the one before it, and its own hash covers every
 //! field plus that link. The store also keeps the newest hash, so editing,
 //! removing or truncating entries is detected ([`verify_entries`], and the

@@ -12,7 +12,7 @@
 //! template (bounded: at most [`MAX_REQUEST_KINDS`] kinds, then
 //! `other_requests`). A flood therefore costs O(1) audit storage per minute.
 //!
-//! This module is the counting; the domain ([`crate::issuer`]) writes the
+//! This module is the counting; the domain writes the
 //! entries. A closed window is written by the first request that authenticates (or is
 //! refused) after the minute rolls over, by the maintenance task within its
 //! interval, and at shutdown even if the minute is not over
