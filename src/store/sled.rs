@@ -15,7 +15,7 @@ use time::OffsetDateTime;
 use crate::audit::{self, AuditEntry, ChainHead, ChainReport, NewEntry};
 use crate::model::{KeyRecord, SigningKeyInfo};
 use crate::store::sled_layout::*;
-use crate::store::sled_write::{Committer, Job, Op, Outcome, run_flusher};
+use crate::store::sled_write::{Committer, Job, Op, Outcome};
 use crate::store::{
     Boot, CommitHook, Durability, KeyUpdate, NewKey, SigningKeyChange, Store, StoreError,
     StoreFuture, StoreResult,
@@ -115,15 +115,9 @@ impl SledStore {
             crash_before_signing_audit: Arc::clone(&crash),
         };
         let (jobs, job_rx) = std::sync::mpsc::channel();
-        let (flush_tx, flush_rx) = std::sync::mpsc::channel();
-        let flush_db = trees.db.clone();
-        std::thread::Builder::new()
-            .name("latchkey-flush".into())
-            .spawn(move || run_flusher(flush_db, flush_rx))
-            .map_err(internal)?;
         std::thread::Builder::new()
             .name("latchkey-commit".into())
-            .spawn(move || committer.run(job_rx, flush_tx))
+            .spawn(move || committer.run(job_rx))
             .map_err(internal)?;
         Ok(SledStore {
             boot: Boot {
