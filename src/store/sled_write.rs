@@ -13,7 +13,7 @@
 //! must not stall the async workers. Under load the batches grow by
 //! themselves: whatever arrives while one commits goes into the next.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::Receiver;
 use std::sync::{Arc, RwLock};
@@ -77,42 +77,68 @@ pub struct Committer {
     pub crash_before_signing_audit: Arc<AtomicBool>,
 }
 
-type Tx<T> = Result<T, ConflictableTransactionError<StoreError>>;
+type Tx<A> = Result<A, ConflictableTransactionError<StoreError>>;
 
-fn abort<T>(e: StoreError) -> Tx<T> {
-    Err(ConflictableTransactionError::Abort(e))
+/// A tree of the database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum T {
+    Keys,
+    Names,
+    Tokens,
+    Statuses,
+    Audit,
+    Signing,
+    Meta,
 }
 
-fn tx_encode<T: serde::Serialize>(value: &T) -> Tx<Vec<u8>> {
-    encode(value).map_err(ConflictableTransactionError::Abort)
-}
-
-fn tx_decode<T: serde::de::DeserializeOwned>(what: &str, bytes: &[u8]) -> Tx<T> {
-    decode(what, bytes).map_err(ConflictableTransactionError::Abort)
-}
-
-struct TxTrees<'a> {
-    keys: &'a TransactionalTree,
-    names: &'a TransactionalTree,
-    tokens: &'a TransactionalTree,
-    statuses: &'a TransactionalTree,
-    audit: &'a TransactionalTree,
-    signing: &'a TransactionalTree,
-    meta: &'a TransactionalTree,
-}
-
-/// The state a transaction advances: the chain head, the status sequence
-/// and the status bits that changed.
-struct Progress {
+/// A batch worked out before sled's transaction starts: the writes, in
+/// order, and what they advance (the chain head, the status sequence).
+///
+/// sled runs a transaction's body under its global concurrency-control
+/// write lock, which stalls every read of the request workers; so the
+/// reads, checks, hashing and encoding happen here, and the transaction
+/// only applies the writes. The committer is the engine's only writer, so
+/// what it reads here cannot change before the transaction; reads see the
+/// batch's own earlier writes through `pending`.
+struct Plan<'a> {
+    trees: &'a Trees,
+    pending: HashMap<(T, Vec<u8>), Option<Vec<u8>>>,
+    writes: Vec<(T, Vec<u8>, Option<Vec<u8>>)>,
     head: ChainHead,
     seq: u64,
     changes: Vec<(u64, TokenStatus)>,
+    /// Test hook: abort the transaction once this many writes are applied.
+    crash_after: Option<usize>,
 }
 
-impl Progress {
-    fn append(&mut self, t: &TxTrees<'_>, entry: NewEntry, at: OffsetDateTime) -> Tx<()> {
+impl Plan<'_> {
+    fn tree(&self, t: T) -> &sled::Tree {
+        match t {
+            T::Keys => &self.trees.keys,
+            T::Names => &self.trees.names,
+            T::Tokens => &self.trees.tokens,
+            T::Statuses => &self.trees.statuses,
+            T::Audit => &self.trees.audit,
+            T::Signing => &self.trees.signing_keys,
+            T::Meta => &self.trees.meta,
+        }
+    }
+
+    fn get(&self, t: T, key: &[u8]) -> StoreResult<Option<Vec<u8>>> {
+        if let Some(value) = self.pending.get(&(t, key.to_vec())) {
+            return Ok(value.clone());
+        }
+        Ok(self.tree(t).get(key).map_err(internal)?.map(|v| v.to_vec()))
+    }
+
+    fn put(&mut self, t: T, key: &[u8], value: Option<Vec<u8>>) {
+        self.pending.insert((t, key.to_vec()), value.clone());
+        self.writes.push((t, key.to_vec(), value));
+    }
+
+    fn append(&mut self, entry: NewEntry, at: OffsetDateTime) -> StoreResult<()> {
         let entry = audit::next_entry(&self.head, entry, at);
-        t.audit.insert(&seq_key(entry.seq), tx_encode(&entry)?)?;
+        self.put(T::Audit, &seq_key(entry.seq), Some(encode(&entry)?));
         self.head = ChainHead {
             seq: entry.seq,
             hash: entry.hash,
@@ -120,15 +146,11 @@ impl Progress {
         Ok(())
     }
 
-    fn set_status(&mut self, t: &TxTrees<'_>, slot: u64, status: TokenStatus) -> Tx<()> {
-        if status == TokenStatus::Valid {
-            t.statuses.remove(&slot.to_be_bytes())?;
-        } else {
-            t.statuses.insert(&slot.to_be_bytes(), &[status.bits()])?;
-        }
+    fn set_status(&mut self, slot: u64, status: TokenStatus) {
+        let value = (status != TokenStatus::Valid).then(|| vec![status.bits()]);
+        self.put(T::Statuses, &slot.to_be_bytes(), value);
         self.seq += 1;
         self.changes.push((slot, status));
-        Ok(())
     }
 }
 
@@ -166,10 +188,53 @@ impl Committer {
 
     /// Applies a batch in one transaction; one outcome per job.
     fn commit(&mut self, batch: &[Job]) -> Vec<Outcome> {
+        match self.plan_and_apply(batch) {
+            Ok(outcomes) => outcomes.into_iter().map(Ok).collect(),
+            Err(e) => batch.iter().map(|_| Err(e.clone())).collect(),
+        }
+    }
+
+    fn plan_and_apply(&mut self, batch: &[Job]) -> StoreResult<Vec<Vec<StoreResult<()>>>> {
         let next_slot = self.next_slot.load(Ordering::SeqCst);
-        let crash = &self.crash_before_signing_audit;
+        let mut plan = Plan {
+            trees: &self.trees,
+            pending: HashMap::new(),
+            writes: Vec::new(),
+            head: self.head.clone(),
+            seq: self.status_seq,
+            changes: Vec::new(),
+            crash_after: None,
+        };
+        let mut claimed = HashSet::new();
+        let mut outcomes = Vec::with_capacity(batch.len());
+        for job in batch {
+            outcomes.push(plan_job(
+                &mut plan,
+                &mut claimed,
+                job,
+                &self.crash_before_signing_audit,
+            )?);
+        }
+        plan.put(
+            T::Meta,
+            META_STATUS_NEXT,
+            Some(next_slot.to_be_bytes().to_vec()),
+        );
+        if plan.seq != self.status_seq {
+            plan.put(
+                T::Meta,
+                META_STATUS_SEQ,
+                Some(plan.seq.to_be_bytes().to_vec()),
+            );
+        }
+        if plan.head != self.head {
+            let head = encode(&plan.head)?;
+            plan.put(T::Meta, META_AUDIT_HEAD, Some(head));
+        }
         let t = &self.trees;
-        let result = (
+        let writes = &plan.writes;
+        let crash_after = plan.crash_after;
+        (
             &t.keys,
             &t.names,
             &t.tokens,
@@ -179,136 +244,128 @@ impl Committer {
             &t.meta,
         )
             .transaction(|(keys, names, tokens, statuses, audit, signing, meta)| {
-                let t = TxTrees {
-                    keys,
-                    names,
-                    tokens,
-                    statuses,
-                    audit,
-                    signing,
-                    meta,
-                };
-                let mut progress = Progress {
-                    head: self.head.clone(),
-                    seq: self.status_seq,
-                    changes: Vec::new(),
-                };
-                let mut claimed = HashSet::new();
-                let mut outcomes = Vec::with_capacity(batch.len());
-                for job in batch {
-                    let outcome = apply(&t, &mut progress, &mut claimed, job, crash)?;
-                    outcomes.push(Ok(outcome));
+                for (i, (tree, key, value)) in writes.iter().enumerate() {
+                    if crash_after == Some(i) {
+                        return abort(StoreError::Internal(
+                            "injected crash between a signing-key change and its audit entry"
+                                .into(),
+                        ));
+                    }
+                    let tree: &TransactionalTree = match tree {
+                        T::Keys => keys,
+                        T::Names => names,
+                        T::Tokens => tokens,
+                        T::Statuses => statuses,
+                        T::Audit => audit,
+                        T::Signing => signing,
+                        T::Meta => meta,
+                    };
+                    match value {
+                        Some(value) => {
+                            tree.insert(key.as_slice(), value.as_slice())?;
+                        }
+                        None => {
+                            tree.remove(key.as_slice())?;
+                        }
+                    }
                 }
-                meta.insert(META_STATUS_NEXT, &next_slot.to_be_bytes())?;
-                if progress.seq != self.status_seq {
-                    meta.insert(META_STATUS_SEQ, &progress.seq.to_be_bytes())?;
-                }
-                if progress.head != self.head {
-                    meta.insert(META_AUDIT_HEAD, tx_encode(&progress.head)?)?;
-                }
-                Ok((outcomes, progress))
-            });
-        match result {
-            Ok((outcomes, progress)) => {
-                let commit = StatusCommit {
-                    allocated: next_slot,
-                    changes: progress.changes,
-                    first_seq: self.status_seq + 1,
-                };
-                self.head = progress.head;
-                self.status_seq = progress.seq;
-                if let Ok(hook) = self.hook.read()
-                    && let Some(hook) = hook.as_ref()
-                {
-                    hook(&commit);
-                }
-                outcomes
-            }
-            Err(e) => {
-                let e = match e {
-                    TransactionError::Abort(e) => e,
-                    TransactionError::Storage(e) => internal(e),
-                };
-                batch.iter().map(|_| Err(e.clone())).collect()
-            }
+                Ok(())
+            })
+            .map_err(|e| match e {
+                TransactionError::Abort(e) => e,
+                TransactionError::Storage(e) => internal(e),
+            })?;
+        let commit = StatusCommit {
+            allocated: next_slot,
+            changes: std::mem::take(&mut plan.changes),
+            first_seq: self.status_seq + 1,
+        };
+        self.head = plan.head.clone();
+        self.status_seq = plan.seq;
+        if let Ok(hook) = self.hook.read()
+            && let Some(hook) = hook.as_ref()
+        {
+            hook(&commit);
         }
+        Ok(outcomes)
     }
 }
 
-/// Applies one job inside the transaction. A refusal of the job itself
-/// (taken name, lost compare-and-set) is its outcome; only storage errors
-/// (and the crash test hook) abort the batch.
-fn apply(
-    t: &TxTrees<'_>,
-    progress: &mut Progress,
+fn abort<A>(e: StoreError) -> Tx<A> {
+    Err(ConflictableTransactionError::Abort(e))
+}
+
+/// Works out one job. A refusal of the job itself (taken name, lost
+/// compare-and-set) is its outcome; only storage errors fail the batch.
+fn plan_job(
+    plan: &mut Plan<'_>,
     claimed: &mut HashSet<String>,
     job: &Job,
     crash: &AtomicBool,
-) -> Tx<Vec<StoreResult<()>>> {
+) -> StoreResult<Vec<StoreResult<()>>> {
     let at = job.at;
     match &job.op {
         Op::Create(items) => {
             let mut results = Vec::with_capacity(items.len());
             for (new, bytes) in items {
                 let folded = new.folded_name.as_str();
-                if claimed.contains(folded) || t.names.get(folded.as_bytes())?.is_some() {
+                if claimed.contains(folded) || plan.get(T::Names, folded.as_bytes())?.is_some() {
                     results.push(Err(StoreError::NameTaken(new.record.name.clone())));
                     continue;
                 }
                 claimed.insert(folded.to_owned());
                 let id = new.record.id.as_bytes();
-                t.names.insert(folded.as_bytes(), id)?;
-                t.keys.insert(id, bytes.as_slice())?;
+                plan.put(T::Names, folded.as_bytes(), Some(id.to_vec()));
+                plan.put(T::Keys, id, Some(bytes.clone()));
                 for token in &new.record.tokens {
-                    t.tokens.insert(token.jti.as_bytes(), id)?;
+                    plan.put(T::Tokens, token.jti.as_bytes(), Some(id.to_vec()));
                 }
-                progress.append(t, new.entry.clone(), at)?;
+                plan.append(new.entry.clone(), at)?;
                 results.push(Ok(()));
             }
             Ok(results)
         }
         Op::Update(update) => {
             let id = update.record.id.as_bytes();
-            let Some(bytes) = t.keys.get(id)? else {
+            let Some(bytes) = plan.get(T::Keys, id)? else {
                 return Ok(vec![Err(StoreError::NotFound)]);
             };
-            let current: KeyRecord = tx_decode("key", &bytes)?;
+            let current: KeyRecord = decode("key", &bytes)?;
             if current != update.expected {
                 return Ok(vec![Err(StoreError::Conflict(
                     "the key changed while this change was made".into(),
                 ))]);
             }
-            t.keys.insert(id, tx_encode(&update.record)?)?;
+            plan.put(T::Keys, id, Some(encode(&update.record)?));
             for jti in &update.new_jtis {
-                t.tokens.insert(jti.as_bytes(), id)?;
+                plan.put(T::Tokens, jti.as_bytes(), Some(id.to_vec()));
             }
             for &(slot, status) in &update.statuses {
-                progress.set_status(t, slot, status)?;
+                plan.set_status(slot, status);
             }
-            progress.append(t, update.entry.clone(), at)?;
+            plan.append(update.entry.clone(), at)?;
             Ok(vec![Ok(())])
         }
         Op::Touch { id } => {
-            if let Some(bytes) = t.keys.get(id.as_bytes())? {
-                let mut record: KeyRecord = tx_decode("key", &bytes)?;
+            if let Some(bytes) = plan.get(T::Keys, id.as_bytes())? {
+                let mut record: KeyRecord = decode("key", &bytes)?;
                 if record.last_used_at.is_none_or(|last| last < at) {
                     record.last_used_at = Some(at);
-                    t.keys.insert(id.as_bytes(), tx_encode(&record)?)?;
+                    plan.put(T::Keys, id.as_bytes(), Some(encode(&record)?));
                 }
             }
             Ok(vec![Ok(())])
         }
         Op::Audit(entries) => {
             for entry in entries {
-                progress.append(t, entry.clone(), at)?;
+                plan.append(entry.clone(), at)?;
             }
             Ok(vec![Ok(())])
         }
         Op::SigningKeys { changes, entries } => {
             for change in changes {
-                let stored = t.signing.get(change.info.kid.as_bytes())?;
-                let state = match stored {
-                    Some(bytes) => Some(tx_decode::<SigningKeyInfo>("signing key", &bytes)?.state),
+                let state = match plan.get(T::Signing, change.info.kid.as_bytes())? {
+                    Some(bytes) => Some(decode::<SigningKeyInfo>("signing key", &bytes)?.state),
                     None => None,
                 };
                 if state != change.expected {
@@ -319,28 +376,22 @@ fn apply(
                 }
             }
             for change in changes {
-                t.signing
-                    .insert(change.info.kid.as_bytes(), tx_encode(&change.info)?)?;
+                plan.put(
+                    T::Signing,
+                    change.info.kid.as_bytes(),
+                    Some(encode(&change.info)?),
+                );
             }
             if crash.swap(false, Ordering::SeqCst) {
-                return abort(StoreError::Internal(
-                    "injected crash between a signing-key change and its audit entry".into(),
-                ));
+                plan.crash_after = Some(plan.writes.len());
             }
             for entry in entries {
-                progress.append(t, entry.clone(), at)?;
+                plan.append(entry.clone(), at)?;
             }
             Ok(vec![Ok(())])
         }
         Op::Meta { key, value } => {
-            match value {
-                Some(value) => {
-                    t.meta.insert(*key, value.as_slice())?;
-                }
-                None => {
-                    t.meta.remove(*key)?;
-                }
-            }
+            plan.put(T::Meta, key, value.clone());
             Ok(vec![Ok(())])
         }
         Op::Flush => Ok(vec![Ok(())]),
