@@ -1,42 +1,28 @@
-//! The running service's shared state and how it is opened from a
-//! configuration: database, registry, signing keys, and the documents
-//! prepared from them.
+//! The running service's shared state: the configuration, the domain
+//! ([`Issuer`]) and what is prepared once from the configuration.
 
 use std::ops::Deref;
 use std::sync::Arc;
 
-use latchkey_verifier::verify::Expectations;
 use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::clock::SharedClock;
 use crate::config::Config;
-use crate::keyring::{KeyRing, PreparedDocument};
-use crate::registry::{IssuanceSettings, Registry};
+use crate::issuer::Issuer;
+use crate::keyring::PreparedDocument;
 
-/// Everything a request handler needs. Cheap to clone.
+/// Everything the HTTP API, the command line and the tasks share. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct AppState(Arc<AppInner>);
 
 #[derive(Debug)]
 pub struct AppInner {
     pub config: Config,
-    pub registry: Registry,
-    pub keyring: KeyRing,
+    pub issuer: Issuer,
     pub clock: SharedClock,
-    pub settings: IssuanceSettings,
-    pub expectations: Expectations,
     /// `/.well-known/oauth-authorization-server`, prepared once.
     pub metadata: PreparedDocument,
     pub metrics: PrometheusHandle,
-    /// Signed status list tokens, cached per list.
-    pub status_documents: crate::http::status::StatusDocuments,
-    /// Bearer tokens whose signature and claims already verified, per key set.
-    pub token_cache:
-        latchkey_verifier::cache::TokenCache<std::sync::Arc<crate::http::auth::VerifiedBearer>>,
-    /// Open `/v1/status/stream` connections.
-    pub stream_subscribers: std::sync::Arc<std::sync::atomic::AtomicUsize>,
-    /// Refusals of requests without a valid key, counted per minute.
-    pub denials: crate::denials::DenialWindows,
 }
 
 impl Deref for AppState {
@@ -47,40 +33,20 @@ impl Deref for AppState {
 }
 
 impl AppState {
-    pub fn new(
-        config: Config,
-        registry: Registry,
-        keyring: KeyRing,
-        clock: SharedClock,
-    ) -> AppState {
-        let settings = IssuanceSettings {
-            issuer: config.issuer.clone(),
-            audience: config.audience.clone(),
-            max_expiry_days: config.max_expiry_days,
-        };
-        let expectations =
-            Expectations::new(config.issuer.clone(), config.primary_audience().to_owned());
+    pub fn new(config: Config, issuer: Issuer, clock: SharedClock) -> AppState {
         let metadata = metadata_document(&config);
         AppState(Arc::new(AppInner {
             config,
-            registry,
-            keyring,
+            issuer,
             clock,
-            settings,
-            expectations,
             metadata,
             metrics: crate::metrics::handle(),
-            status_documents: Default::default(),
-            stream_subscribers: Default::default(),
-            denials: Default::default(),
-            token_cache: latchkey_verifier::cache::TokenCache::new(10_000),
         }))
     }
 
     /// The current time, to the second (the precision of JWT NumericDates).
     pub fn now(&self) -> time::OffsetDateTime {
-        let now = self.clock.now();
-        now.replace_nanosecond(0).unwrap_or(now)
+        self.issuer.now()
     }
 }
 

@@ -1,18 +1,18 @@
 //! The tamper-evident audit log.
 //!
-//! Entries are appended in the same sled transaction as the change they
-//! record, numbered without gaps, and chained: each entry stores the hash of
-//! the one before it, and its own hash covers every field plus that link. The
-//! newest hash is also kept in the `meta` tree, so editing, removing or
-//! truncating entries is detected by [`verify_chain`].
+//! Entries are appended by the store in the same transaction as the change
+//! they record, numbered without gaps, and chained: each
+//! entry stores the hash of the one before it, and its own hash covers every
+//! field plus that link. The store also keeps the newest hash, so editing,
+//! removing or truncating entries is detected ([`verify_entries`], and the
+//! store's own check of the recorded head). This module is the chain's
+//! rules only; it knows no storage.
 
 use serde::{Deserialize, Serialize};
-use sled::transaction::{ConflictableTransactionError, TransactionalTree};
 use utoipa::ToSchema;
 
 /// The hash that precedes the first entry.
 pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
-pub(crate) const META_AUDIT_HEAD: &[u8] = b"audit_head";
 
 /// Who did something.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -110,10 +110,6 @@ pub struct NewEntry {
     pub details: serde_json::Value,
 }
 
-pub fn seq_key(seq: u64) -> [u8; 8] {
-    seq.to_be_bytes()
-}
-
 /// Builds the entry that follows `head`.
 pub fn next_entry(head: &ChainHead, entry: NewEntry, time: time::OffsetDateTime) -> AuditEntry {
     let time = time
@@ -131,50 +127,6 @@ pub fn next_entry(head: &ChainHead, entry: NewEntry, time: time::OffsetDateTime)
     };
     built.hash = built.compute_hash();
     built
-}
-
-/// Writes `entry` and the new head inside a transaction.
-pub fn append_in_tx(
-    audit: &TransactionalTree,
-    meta: &TransactionalTree,
-    entry: &AuditEntry,
-) -> Result<(), ConflictableTransactionError<crate::registry::RegistryError>> {
-    let bytes = serde_json::to_vec(entry).map_err(|e| {
-        ConflictableTransactionError::Abort(crate::registry::RegistryError::Internal(e.to_string()))
-    })?;
-    audit.insert(&seq_key(entry.seq), bytes)?;
-    let head = ChainHead {
-        seq: entry.seq,
-        hash: entry.hash.clone(),
-    };
-    let head = serde_json::to_vec(&head).map_err(|e| {
-        ConflictableTransactionError::Abort(crate::registry::RegistryError::Internal(e.to_string()))
-    })?;
-    meta.insert(META_AUDIT_HEAD, head)?;
-    Ok(())
-}
-
-/// Reads the recorded head of the chain.
-pub fn read_head(meta: &sled::Tree) -> Result<ChainHead, String> {
-    match meta.get(META_AUDIT_HEAD).map_err(|e| e.to_string())? {
-        None => Ok(ChainHead::genesis()),
-        Some(bytes) => {
-            serde_json::from_slice(&bytes).map_err(|e| format!("audit head is corrupt: {e}"))
-        }
-    }
-}
-
-/// Reads entries with `seq > after`, at most `limit`.
-pub fn read_page(audit: &sled::Tree, after: u64, limit: usize) -> Result<Vec<AuditEntry>, String> {
-    let start = seq_key(after.saturating_add(1));
-    audit
-        .range(start..)
-        .take(limit)
-        .map(|item| {
-            let (_, value) = item.map_err(|e| e.to_string())?;
-            serde_json::from_slice(&value).map_err(|e| format!("audit entry is corrupt: {e}"))
-        })
-        .collect()
 }
 
 /// What [`verify_chain`] found.
@@ -197,7 +149,8 @@ pub fn verify_entries(entries: impl Iterator<Item = AuditEntry>) -> Result<Chain
     })
 }
 
-fn check_link(head: &ChainHead, entry: AuditEntry) -> Result<ChainHead, String> {
+/// Checks that `entry` follows `head`: its number, its link and its own hash.
+pub fn check_link(head: &ChainHead, entry: AuditEntry) -> Result<ChainHead, String> {
     let expected_seq = head.seq + 1;
     if entry.seq != expected_seq {
         return Err(format!(
@@ -220,34 +173,5 @@ fn check_link(head: &ChainHead, entry: AuditEntry) -> Result<ChainHead, String> 
     Ok(ChainHead {
         seq: entry.seq,
         hash: entry.hash,
-    })
-}
-
-/// Walks the whole stored log and checks numbering, links, hashes and the
-/// recorded head (which catches entries removed from the end).
-pub fn verify_chain(audit: &sled::Tree, meta: &sled::Tree) -> Result<ChainReport, String> {
-    let mut head = ChainHead::genesis();
-    for item in audit.iter() {
-        let (key, value) = item.map_err(|e| e.to_string())?;
-        let expected_seq = head.seq + 1;
-        let entry: AuditEntry = serde_json::from_slice(&value)
-            .map_err(|_| format!("entry {expected_seq}: not a valid audit entry (edited?)"))?;
-        if key.as_ref() != seq_key(entry.seq) {
-            return Err(format!(
-                "entry stored under the wrong position near seq {expected_seq}"
-            ));
-        }
-        head = check_link(&head, entry)?;
-    }
-    let recorded = read_head(meta)?;
-    if recorded != head {
-        return Err(format!(
-            "the log ends at entry {} but the recorded head is entry {}: entries were removed from the end",
-            head.seq, recorded.seq
-        ));
-    }
-    Ok(ChainReport {
-        entries: head.seq,
-        head,
     })
 }

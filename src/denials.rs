@@ -12,7 +12,8 @@
 //! template (bounded: at most [`MAX_REQUEST_KINDS`] kinds, then
 //! `other_requests`). A flood therefore costs O(1) audit storage per minute.
 //!
-//! A closed window is written by the first request that authenticates (or is
+//! This module is the counting; the domain writes the
+//! entries. A closed window is written by the first request that authenticates (or is
 //! refused) after the minute rolls over, by the maintenance task within its
 //! interval, and at shutdown even if the minute is not over
 //! (`"flushed_at_shutdown": true`). Refusals of a key that did verify (a
@@ -29,7 +30,6 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use serde_json::json;
 use time::OffsetDateTime;
 
-use crate::app::AppState;
 use crate::audit::{Actor, NewEntry};
 
 /// Length of one counting window, in seconds.
@@ -81,7 +81,7 @@ fn window_of(unix: i64) -> i64 {
 
 fn rfc3339(unix: i64) -> String {
     OffsetDateTime::from_unix_timestamp(unix)
-        .map(crate::registry::rfc3339)
+        .map(crate::model::rfc3339)
         .unwrap_or_default()
 }
 
@@ -180,34 +180,6 @@ impl DenialWindows {
             .map(|w| w.into_entries(true))
             .unwrap_or_default()
     }
-}
-
-fn append(state: &AppState, entries: Vec<NewEntry>) {
-    for entry in entries {
-        if let Err(e) = state.registry.record_event(entry, state.now()) {
-            tracing::warn!(error = %e, "could not audit a window of denied requests");
-        }
-    }
-}
-
-/// Counts a refusal of a request that carried no valid key (metric at once,
-/// audit entry when its window closes).
-pub fn record_anonymous(state: &AppState, reason: &'static str, request: &str) {
-    metrics::counter!("latchkey_auth_failures_total", "reason" => reason).increment(1);
-    let closed = state.denials.count(state.now(), reason, request);
-    append(state, closed);
-}
-
-/// Writes the window of refusals if its minute is over; cheap when it is not.
-pub fn flush_due(state: &AppState) {
-    let closed = state.denials.take_due(state.now());
-    append(state, closed);
-}
-
-/// Writes any pending counts, whether or not their minute is over.
-pub fn flush_all(state: &AppState) {
-    let pending = state.denials.take_all();
-    append(state, pending);
 }
 
 /// `path` cut to at most `max` bytes, on a character boundary.

@@ -1,8 +1,11 @@
 //! The set of signing keys: which one signs, which ones are published, and
 //! the JWKS and metadata documents prepared from them.
 //!
-//! Key metadata (state and dates, never key material) lives in sled; private
-//! keys live in the keys directory (see [`crate::signing`]). Readers take a
+//! Key metadata (state and dates, never key material) lives in the store,
+//! which the domain reads and writes; private keys live in the keys
+//! directory (see [`crate::signing`]). This module decides what a change of
+//! the key set is (the new states, each with the state it must replace) and
+//! loads the keys of a recorded set; it writes no records itself. Readers take a
 //! [`KeySnapshot`] through an `ArcSwap`, so minting and serving the JWKS
 //! never wait for a lock; a change of the key set builds a new snapshot,
 //! including the JWKS bytes and ETag, once.
@@ -12,50 +15,15 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use latchkey_verifier::jwk::{KeySet, SigningAlgorithm};
-use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
-use utoipa::ToSchema;
 
+pub use crate::model::{SigningKeyInfo, SigningKeyState};
 use crate::signing::{self, SigningKey, SigningKeyError};
-
-/// Where a signing key is in its life (contract §5).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum SigningKeyState {
-    /// Published in the JWKS, not yet signing.
-    Next,
-    /// Signs new tokens and status lists.
-    Active,
-    /// No longer signs; published until its last token expires or is revoked.
-    Previous,
-    /// Removed from the JWKS; its tokens no longer verify.
-    Retired,
-}
-
-/// A signing key's public record, as `GET /v1/signing-keys` shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct SigningKeyInfo {
-    /// RFC 7638 thumbprint of the public key.
-    pub kid: String,
-    /// `EdDSA`, `ES256` or `RS256`.
-    pub alg: String,
-    pub state: SigningKeyState,
-    #[serde(with = "time::serde::rfc3339")]
-    #[schema(value_type = String, format = DateTime)]
-    pub created_at: OffsetDateTime,
-    /// When a `next` key becomes active.
-    #[serde(default, with = "time::serde::rfc3339::option")]
-    #[schema(value_type = Option<String>, format = DateTime)]
-    pub activates_at: Option<OffsetDateTime>,
-    #[serde(default, with = "time::serde::rfc3339::option")]
-    #[schema(value_type = Option<String>, format = DateTime)]
-    pub retired_at: Option<OffsetDateTime>,
-}
 
 /// A document served from prepared bytes with an ETag.
 #[derive(Debug, Clone)]
 pub struct PreparedDocument {
-    pub body: axum::body::Bytes,
+    pub body: bytes::Bytes,
     pub etag: String,
 }
 
@@ -65,7 +33,7 @@ impl PreparedDocument {
     }
 
     /// A document whose ETag is a digest of its bytes.
-    pub fn bytes(body: axum::body::Bytes) -> PreparedDocument {
+    pub fn bytes(body: bytes::Bytes) -> PreparedDocument {
         let digest = ring::digest::digest(&ring::digest::SHA256, &body);
         PreparedDocument {
             etag: format!("\"{}\"", hex::encode(&digest.as_ref()[..16])),
@@ -106,38 +74,34 @@ pub enum KeyRingError {
     Conflict(String),
 }
 
-impl From<sled::Error> for KeyRingError {
-    fn from(e: sled::Error) -> Self {
-        KeyRingError::Db(e.to_string())
-    }
-}
+/// A signing key's new record and the state it must still be in (`None`:
+/// not recorded yet), as the store writes it.
+pub type StateChange = (SigningKeyInfo, Option<SigningKeyState>);
 
 /// The signing keys of this issuer.
 #[derive(Debug)]
 pub struct KeyRing {
-    tree: sled::Tree,
     keys_dir: PathBuf,
     current: ArcSwap<KeySnapshot>,
-    /// Serialises changes of key states.
-    changes: std::sync::Mutex<()>,
 }
 
-/// A state change made by [`KeyRing::maintain`], for the audit log.
+/// A state change made by [`plan_maintenance`], for the audit log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KeyEvent {
     Activated { kid: String, previous: Vec<String> },
     Retired { kid: String },
 }
 
-impl KeyRing {
-    /// Whether any signing key has been recorded.
-    pub fn is_initialised(tree: &sled::Tree) -> bool {
-        !tree.is_empty()
-    }
+/// A new key, its file written, and the changes that add it.
+#[derive(Debug)]
+pub struct Staged {
+    pub info: SigningKeyInfo,
+    pub changes: Vec<StateChange>,
+}
 
-    /// Generates the first signing key, writes its file and records it as active.
-    pub fn initialise(
-        tree: &sled::Tree,
+impl KeyRing {
+    /// Generates the first signing key and writes its file; the caller records it.
+    pub fn generate_first(
         keys_dir: &Path,
         alg: SigningAlgorithm,
         now: OffsetDateTime,
@@ -148,67 +112,22 @@ impl KeyRing {
         })?;
         let (key, pkcs8) = SigningKey::generate(alg)?;
         signing::write_key_file(&signing::key_file_path(keys_dir, key.kid()), &pkcs8)?;
-        let info = SigningKeyInfo {
+        Ok(SigningKeyInfo {
             kid: key.kid().to_owned(),
             alg: alg.as_str().to_owned(),
             state: SigningKeyState::Active,
             created_at: now,
             activates_at: Some(now),
             retired_at: None,
-        };
-        Self::record(tree, &info)?;
-        Ok(info)
-    }
-
-    fn record(tree: &sled::Tree, info: &SigningKeyInfo) -> Result<(), KeyRingError> {
-        let bytes = serde_json::to_vec(info).map_err(|e| KeyRingError::Db(e.to_string()))?;
-        tree.insert(info.kid.as_bytes(), bytes)?;
-        Ok(())
-    }
-
-    /// Loads the recorded keys from their files.
-    pub fn open(tree: sled::Tree, keys_dir: &Path) -> Result<KeyRing, KeyRingError> {
-        let snapshot = Self::load_snapshot(&tree, keys_dir)?;
-        Ok(KeyRing {
-            tree,
-            keys_dir: keys_dir.to_owned(),
-            current: ArcSwap::from_pointee(snapshot),
-            changes: std::sync::Mutex::new(()),
         })
     }
 
-    fn load_snapshot(tree: &sled::Tree, keys_dir: &Path) -> Result<KeySnapshot, KeyRingError> {
-        let mut infos = read_infos(tree)?;
-        infos.sort_by_key(|info| info.created_at);
-        let mut active = None;
-        let mut published = Vec::new();
-        for info in infos.iter().filter(|i| i.state != SigningKeyState::Retired) {
-            let alg = SigningAlgorithm::from_jose(&info.alg)
-                .ok_or_else(|| KeyRingError::Db(format!("unknown algorithm {}", info.alg)))?;
-            let path = signing::key_file_path(keys_dir, &info.kid);
-            if !path.exists() {
-                return Err(KeyRingError::MissingFile {
-                    kid: info.kid.clone(),
-                    dir: keys_dir.to_owned(),
-                });
-            }
-            let key = Arc::new(signing::read_key_file(&path, alg)?);
-            if info.state == SigningKeyState::Active {
-                active = Some(Arc::clone(&key));
-            }
-            published.push(key);
-        }
-        let active = active.ok_or(KeyRingError::NoActiveKey)?;
-        let verification = KeySet::from_keys(published.iter().filter_map(|k| k.verification_key()));
-        let jwks = PreparedDocument::json(&serde_json::json!({
-            "keys": published.iter().map(|k| k.public_jwk().clone()).collect::<Vec<_>>(),
-        }));
-        Ok(KeySnapshot {
-            active,
-            published,
-            verification,
-            infos,
-            jwks,
+    /// Loads the keys of the recorded set from their files.
+    pub fn open(keys_dir: &Path, infos: Vec<SigningKeyInfo>) -> Result<KeyRing, KeyRingError> {
+        let snapshot = load_snapshot(keys_dir, infos)?;
+        Ok(KeyRing {
+            keys_dir: keys_dir.to_owned(),
+            current: ArcSwap::from_pointee(snapshot),
         })
     }
 
@@ -217,58 +136,55 @@ impl KeyRing {
         self.current.load_full()
     }
 
-    /// Re-reads the key set after a change to the recorded states.
-    pub fn reload(&self) -> Result<(), KeyRingError> {
-        let snapshot = Self::load_snapshot(&self.tree, &self.keys_dir)?;
+    /// Installs the key set after a recorded change.
+    pub fn install(&self, infos: Vec<SigningKeyInfo>) -> Result<(), KeyRingError> {
+        let snapshot = load_snapshot(&self.keys_dir, infos)?;
         self.current.store(Arc::new(snapshot));
         Ok(())
     }
 
-    fn lock_changes(&self) -> std::sync::MutexGuard<'_, ()> {
-        self.changes.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Stages a new key: written to its file and published in the JWKS at
-    /// once, signing from `now + lead` (or at once when `immediate`).
-    pub fn rotate(
+    /// Stages a generated key: its file is written now; the changes publish
+    /// it, signing from `now + lead` (or at once when `immediate`).
+    pub fn stage_generated(
         &self,
+        infos: &[SigningKeyInfo],
         alg: SigningAlgorithm,
         now: OffsetDateTime,
         lead: time::Duration,
         immediate: bool,
-    ) -> Result<SigningKeyInfo, KeyRingError> {
+    ) -> Result<Staged, KeyRingError> {
         let (key, pkcs8) = SigningKey::generate(alg)?;
-        self.add(key, &pkcs8, now, lead, immediate)
+        self.stage(infos, key, &pkcs8, now, lead, immediate)
     }
 
-    /// Adds an imported PKCS#8 key (e.g. RSA for RS256) the same way as [`KeyRing::rotate`].
-    pub fn import(
+    /// Stages an imported PKCS#8 key (e.g. RSA for RS256) the same way.
+    pub fn stage_imported(
         &self,
+        infos: &[SigningKeyInfo],
         alg: SigningAlgorithm,
         pkcs8: &[u8],
         now: OffsetDateTime,
         lead: time::Duration,
         immediate: bool,
-    ) -> Result<SigningKeyInfo, KeyRingError> {
+    ) -> Result<Staged, KeyRingError> {
         let key = SigningKey::from_pkcs8(alg, pkcs8).ok_or_else(|| {
             SigningKeyError::Import(format!(
                 "the key is not a valid {} PKCS#8 private key",
                 alg.as_str()
             ))
         })?;
-        self.add(key, pkcs8, now, lead, immediate)
+        self.stage(infos, key, pkcs8, now, lead, immediate)
     }
 
-    fn add(
+    fn stage(
         &self,
+        infos: &[SigningKeyInfo],
         key: SigningKey,
         pkcs8: &[u8],
         now: OffsetDateTime,
         lead: time::Duration,
         immediate: bool,
-    ) -> Result<SigningKeyInfo, KeyRingError> {
-        let _guard = self.lock_changes();
-        let infos = read_infos(&self.tree)?;
+    ) -> Result<Staged, KeyRingError> {
         if infos.iter().any(|i| i.kid == key.kid()) {
             return Err(SigningKeyError::Import(format!(
                 "signing key {} is already known",
@@ -289,107 +205,22 @@ impl KeyRing {
             activates_at: Some(if immediate { now } else { now + lead }),
             retired_at: None,
         };
+        let mut changes = Vec::new();
         if immediate {
-            for mut old in infos
-                .into_iter()
-                .filter(|i| i.state == SigningKeyState::Active)
-            {
+            for old in infos.iter().filter(|i| i.state == SigningKeyState::Active) {
+                let mut old = old.clone();
                 old.state = SigningKeyState::Previous;
-                Self::record(&self.tree, &old)?;
+                changes.push((old, Some(SigningKeyState::Active)));
             }
         }
-        Self::record(&self.tree, &info)?;
-        self.tree.flush()?;
-        self.reload()?;
-        Ok(info)
+        changes.push((info.clone(), None));
+        Ok(Staged { info, changes })
     }
 
-    /// Activates `next` keys whose time has come and retires `previous`
-    /// keys for which `in_use(kid)` is false (every token they signed has
-    /// expired or been revoked).
-    pub fn maintain(
-        &self,
-        now: OffsetDateTime,
-        in_use: impl Fn(&str) -> bool,
-    ) -> Result<Vec<KeyEvent>, KeyRingError> {
-        let _guard = self.lock_changes();
-        let mut infos = read_infos(&self.tree)?;
-        infos.sort_by_key(|i| i.created_at);
-        let mut events = Vec::new();
-        let due = infos
-            .iter()
-            .filter(|i| {
-                i.state == SigningKeyState::Next && i.activates_at.is_some_and(|t| t <= now)
-            })
-            .map(|i| i.kid.clone())
-            .next_back();
-        if let Some(kid) = due {
-            let mut previous = Vec::new();
-            for info in infos.iter_mut() {
-                if info.state == SigningKeyState::Active {
-                    info.state = SigningKeyState::Previous;
-                    previous.push(info.kid.clone());
-                    Self::record(&self.tree, info)?;
-                } else if info.kid == kid {
-                    info.state = SigningKeyState::Active;
-                    info.activates_at = Some(now);
-                    Self::record(&self.tree, info)?;
-                }
-            }
-            events.push(KeyEvent::Activated { kid, previous });
-        }
-        for info in infos
-            .iter_mut()
-            .filter(|i| i.state == SigningKeyState::Previous)
-        {
-            if !in_use(&info.kid) {
-                info.state = SigningKeyState::Retired;
-                info.retired_at = Some(now);
-                Self::record(&self.tree, info)?;
-                Self::remove_key_file(&self.keys_dir, &info.kid);
-                events.push(KeyEvent::Retired {
-                    kid: info.kid.clone(),
-                });
-            }
-        }
-        if !events.is_empty() {
-            self.tree.flush()?;
-            self.reload()?;
-        }
-        Ok(events)
-    }
-
-    /// Retires a key by hand: it leaves the JWKS and its tokens stop verifying.
-    pub fn retire(&self, kid: &str, now: OffsetDateTime) -> Result<SigningKeyInfo, KeyRingError> {
-        let _guard = self.lock_changes();
-        let mut info = read_infos(&self.tree)?
-            .into_iter()
-            .find(|i| i.kid == kid)
-            .ok_or_else(|| KeyRingError::NotFound(kid.to_owned()))?;
-        match info.state {
-            SigningKeyState::Active => {
-                return Err(KeyRingError::Conflict(
-                    "the active key cannot be retired: rotate with --now first, then retire it"
-                        .into(),
-                ));
-            }
-            SigningKeyState::Retired => {
-                return Err(KeyRingError::Conflict("the key is already retired".into()));
-            }
-            SigningKeyState::Next | SigningKeyState::Previous => {}
-        }
-        info.state = SigningKeyState::Retired;
-        info.retired_at = Some(now);
-        Self::record(&self.tree, &info)?;
-        self.tree.flush()?;
-        Self::remove_key_file(&self.keys_dir, kid);
-        self.reload()?;
-        Ok(info)
-    }
-
-    /// A retired key's private half is no longer needed: remove it.
-    fn remove_key_file(keys_dir: &Path, kid: &str) {
-        let path = signing::key_file_path(keys_dir, kid);
+    /// A retired (or never recorded) key's private half is no longer
+    /// needed: remove it.
+    pub fn remove_key_file(&self, kid: &str) {
+        let path = signing::key_file_path(&self.keys_dir, kid);
         if let Err(e) = std::fs::remove_file(&path)
             && e.kind() != std::io::ErrorKind::NotFound
         {
@@ -402,15 +233,122 @@ impl KeyRing {
     }
 }
 
-/// Every recorded signing key (state and dates).
-fn read_infos(tree: &sled::Tree) -> Result<Vec<SigningKeyInfo>, KeyRingError> {
-    let mut infos = Vec::new();
-    for item in tree.iter() {
-        let (_, value) = item?;
-        infos.push(
-            serde_json::from_slice::<SigningKeyInfo>(&value)
-                .map_err(|e| KeyRingError::Db(format!("signing key record is corrupt: {e}")))?,
-        );
+/// Activates `next` keys whose time has come and retires `previous` keys
+/// for which `in_use(kid)` is false (every token they signed has expired or
+/// been revoked): the changes and what they mean.
+pub fn plan_maintenance(
+    infos: &[SigningKeyInfo],
+    now: OffsetDateTime,
+    in_use: impl Fn(&str) -> bool,
+) -> (Vec<StateChange>, Vec<KeyEvent>) {
+    let mut infos = infos.to_vec();
+    infos.sort_by_key(|i| i.created_at);
+    let mut changes = Vec::new();
+    let mut events = Vec::new();
+    let due = infos
+        .iter()
+        .filter(|i| i.state == SigningKeyState::Next && i.activates_at.is_some_and(|t| t <= now))
+        .map(|i| i.kid.clone())
+        .next_back();
+    if let Some(kid) = due {
+        let mut previous = Vec::new();
+        for info in infos.iter_mut() {
+            if info.state == SigningKeyState::Active {
+                info.state = SigningKeyState::Previous;
+                previous.push(info.kid.clone());
+                changes.push((info.clone(), Some(SigningKeyState::Active)));
+            } else if info.kid == kid {
+                info.state = SigningKeyState::Active;
+                info.activates_at = Some(now);
+                changes.push((info.clone(), Some(SigningKeyState::Next)));
+            }
+        }
+        events.push(KeyEvent::Activated { kid, previous });
     }
-    Ok(infos)
+    for info in infos
+        .iter_mut()
+        .filter(|i| i.state == SigningKeyState::Previous)
+    {
+        if !in_use(&info.kid) {
+            info.state = SigningKeyState::Retired;
+            info.retired_at = Some(now);
+            // A key made previous by this same pass is expected active.
+            let expected = changes
+                .iter()
+                .find(|(c, _)| c.kid == info.kid)
+                .map(|(_, e)| *e)
+                .unwrap_or(Some(SigningKeyState::Previous));
+            changes.retain(|(c, _)| c.kid != info.kid);
+            changes.push((info.clone(), expected));
+            events.push(KeyEvent::Retired {
+                kid: info.kid.clone(),
+            });
+        }
+    }
+    (changes, events)
+}
+
+/// Retires a key by hand: it leaves the JWKS and its tokens stop verifying.
+pub fn plan_retire(
+    infos: &[SigningKeyInfo],
+    kid: &str,
+    now: OffsetDateTime,
+) -> Result<StateChange, KeyRingError> {
+    let mut info = infos
+        .iter()
+        .find(|i| i.kid == kid)
+        .cloned()
+        .ok_or_else(|| KeyRingError::NotFound(kid.to_owned()))?;
+    match info.state {
+        SigningKeyState::Active => {
+            return Err(KeyRingError::Conflict(
+                "the active key cannot be retired: rotate with --now first, then retire it".into(),
+            ));
+        }
+        SigningKeyState::Retired => {
+            return Err(KeyRingError::Conflict("the key is already retired".into()));
+        }
+        SigningKeyState::Next | SigningKeyState::Previous => {}
+    }
+    let expected = Some(info.state);
+    info.state = SigningKeyState::Retired;
+    info.retired_at = Some(now);
+    Ok((info, expected))
+}
+
+fn load_snapshot(
+    keys_dir: &Path,
+    mut infos: Vec<SigningKeyInfo>,
+) -> Result<KeySnapshot, KeyRingError> {
+    infos.sort_by_key(|info| info.created_at);
+    let mut active = None;
+    let mut published = Vec::new();
+    for info in infos.iter().filter(|i| i.state != SigningKeyState::Retired) {
+        let alg = SigningAlgorithm::from_jose(&info.alg)
+            .ok_or_else(|| KeyRingError::Db(format!("unknown algorithm {}", info.alg)))?;
+        let path = signing::key_file_path(keys_dir, &info.kid);
+        if !path.exists() {
+            return Err(KeyRingError::MissingFile {
+                kid: info.kid.clone(),
+                dir: keys_dir.to_owned(),
+            });
+        }
+        let key = Arc::new(signing::read_key_file(&path, alg)?);
+        if info.state == SigningKeyState::Active {
+            active = Some(Arc::clone(&key));
+        }
+        published.push(key);
+    }
+    let active = active.ok_or(KeyRingError::NoActiveKey)?;
+    let verification = KeySet::from_keys(published.iter().filter_map(|k| k.verification_key()));
+    let jwks = PreparedDocument::json(&serde_json::json!({
+        "keys": published.iter().map(|k| k.public_jwk().clone()).collect::<Vec<_>>(),
+    }));
+    Ok(KeySnapshot {
+        active,
+        published,
+        verification,
+        infos,
+        jwks,
+    })
 }

@@ -13,22 +13,14 @@
 //!   again, with default-ignorable code points removed. `BOOTSTRAP-ADMIN`,
 //!   `ｂｏｏｔｓｔｒａｐ-ａｄｍｉｎ` (full-width) and `bootstrap-admin` are one name.
 //!
-//! The `names` tree maps that folded form to the key id. Versions before
-//! this one stored the lower-cased name; [`ensure_index_layout`] rebuilds
-//! the index from the key records when the `meta` tree does not record the
-//! current layout, so a data directory written by an older version keeps
-//! working (existing keys keep their names, whatever they fold to).
+//! The store's unique-name index maps that folded form to the key id (the
+//! sled engine rebuilds an index of an older layout when it opens a data
+//! directory, so existing keys keep their names, whatever they fold to).
 
 use icu_casemap::CaseMapper;
 use icu_normalizer::ComposingNormalizerBorrowed;
 use icu_properties::props::{DefaultIgnorableCodePoint, GeneralCategory};
 use icu_properties::{CodePointMapData, CodePointSetData};
-use serde::Deserialize;
-
-/// `meta` entry recording the layout of the `names` index.
-pub const META_NAMES_LAYOUT: &[u8] = b"names_layout";
-/// The current layout: keys are [`fold_name`] of the name.
-pub const NAMES_LAYOUT: &[u8] = b"nfkc-casefold-1";
 
 /// The form in which two names are compared: equal folded forms are the
 /// same name. NFKC maps compatibility forms (full-width letters, ligatures,
@@ -86,69 +78,6 @@ pub fn first_forbidden(name: &str) -> Option<ForbiddenChar> {
             kind,
         })
     })
-}
-
-/// What [`ensure_index_layout`] did.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct IndexRebuild {
-    /// Whether the index was rebuilt (it was in an older layout).
-    pub rebuilt: bool,
-    /// Keys indexed.
-    pub keys: usize,
-    /// Existing keys whose name folds to an earlier key's name: they keep
-    /// working; the name stays taken by the earlier key's entry.
-    pub collisions: Vec<(String, String)>,
-}
-
-/// The fields of a key record the index needs.
-#[derive(Deserialize)]
-struct NamedRecord {
-    id: String,
-    name: String,
-}
-
-/// Rebuilds the `names` index from the key records unless `meta` records
-/// that it is in the current layout. Safe to interrupt: the marker is
-/// written last, so an interrupted rebuild runs again at the next open.
-pub fn ensure_index_layout(
-    keys: &sled::Tree,
-    names: &sled::Tree,
-    meta: &sled::Tree,
-) -> Result<IndexRebuild, String> {
-    if meta
-        .get(META_NAMES_LAYOUT)
-        .map_err(|e| e.to_string())?
-        .is_some_and(|v| v.as_ref() == NAMES_LAYOUT)
-    {
-        return Ok(IndexRebuild::default());
-    }
-    names.clear().map_err(|e| e.to_string())?;
-    let mut report = IndexRebuild {
-        rebuilt: true,
-        ..IndexRebuild::default()
-    };
-    // Ids are UUIDv7, so this walks keys oldest first: on a collision the
-    // older key keeps the index entry.
-    for item in keys.iter() {
-        let (_, value) = item.map_err(|e| e.to_string())?;
-        let record: NamedRecord =
-            serde_json::from_slice(&value).map_err(|e| format!("key record is corrupt: {e}"))?;
-        let folded = fold_name(&record.name);
-        match names.get(folded.as_bytes()).map_err(|e| e.to_string())? {
-            Some(holder) => report
-                .collisions
-                .push((record.id, String::from_utf8_lossy(&holder).into_owned())),
-            None => {
-                names
-                    .insert(folded.as_bytes(), record.id.as_bytes())
-                    .map_err(|e| e.to_string())?;
-            }
-        }
-        report.keys += 1;
-    }
-    meta.insert(META_NAMES_LAYOUT, NAMES_LAYOUT)
-        .map_err(|e| e.to_string())?;
-    Ok(report)
 }
 
 #[cfg(test)]

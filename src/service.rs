@@ -2,25 +2,21 @@
 //! start, initialisation with a bootstrap admin key whose token is shown
 //! exactly once.
 
-use serde_json::json;
 use std::io::Write;
 use std::path::Path;
+use std::sync::Arc;
 
 use crate::app::AppState;
-use crate::audit::{Actor, NewEntry};
+use crate::audit::Actor;
 use crate::clock::SharedClock;
 use crate::config::Config;
-use crate::keyring::KeyRing;
-use crate::registry::{self, Registry};
+use crate::issuer::{Issuer, IssuerError, IssuerSettings};
+use crate::store::Store;
+use crate::store::sled::SledStore;
 use crate::validation::{DEFAULT_EXPIRY_MONTHS, ValidNewKey, add_months};
 
 /// Name of the admin key created on first start.
 pub const BOOTSTRAP_KEY_NAME: &str = "bootstrap-admin";
-/// `meta` entry holding the id of a bootstrap key whose token was not yet
-/// handed over; such a key is replaced on the next start.
-const META_BOOTSTRAP_PENDING: &[u8] = b"bootstrap_pending";
-/// `meta` entry holding the issuer recorded at initialisation.
-const META_ISSUER: &[u8] = b"issuer";
 
 /// A token to hand to the operator once. `Debug` never shows it.
 pub struct OneTimeToken {
@@ -48,56 +44,32 @@ pub struct Opened {
 /// Opens (and on an empty data directory, initialises) the service.
 pub async fn open(mut config: Config, clock: SharedClock) -> Result<Opened, String> {
     latchkey_verifier::install_ring_provider();
-    let db = registry::open_db(&config.data_dir)?;
-    let registry = Registry::open(db, config.status_list_capacity).map_err(|e| e.to_string())?;
-    pin_issuer(&registry, &mut config)?;
+    let store = SledStore::open_dir(&config.data_dir, config.status_list_capacity)?;
+    pin_issuer(&store, &mut config).await?;
     let now = clock.now();
     let now = now.replace_nanosecond(0).unwrap_or(now);
-    if !KeyRing::is_initialised(registry.signing_keys_tree()) {
-        let info = KeyRing::initialise(
-            registry.signing_keys_tree(),
-            &config.keys_dir,
-            config.signing_algorithm,
-            now,
-        )
+    crate::issuer::initialise_signing_keys(&store, &config.keys_dir, config.signing_algorithm, now)
+        .await
         .map_err(|e| e.to_string())?;
-        registry
-            .record_event_durably(
-                NewEntry {
-                    actor: Actor::bootstrap(),
-                    action: "signing_key.create",
-                    target: Some(info.kid.clone()),
-                    details: json!({"alg": info.alg, "state": "active"}),
-                },
-                now,
-            )
-            .await
-            .map_err(|e| e.to_string())?;
-    }
-    let keyring = KeyRing::open(registry.signing_keys_tree().clone(), &config.keys_dir)
-        .map_err(|e| e.to_string())?;
-    let pending = registry
-        .meta_tree()
-        .get(META_BOOTSTRAP_PENDING)
-        .map_err(|e| e.to_string())?
-        .map(|v| String::from_utf8_lossy(&v).into_owned());
-    let empty = registry.is_empty();
-    let state = AppState::new(config, registry, keyring, clock);
+    let store: Arc<dyn Store> = Arc::new(store);
+    let issuer = Issuer::open(
+        store,
+        IssuerSettings::from_config(&config),
+        &config.keys_dir,
+        clock.clone(),
+    )
+    .map_err(|e| e.to_string())?;
+    let pending = issuer.bootstrap_pending().map_err(|e| e.to_string())?;
+    let empty = issuer.has_no_keys().map_err(|e| e.to_string())?;
+    let state = AppState::new(config, issuer, clock);
     let bootstrap = match (empty, pending) {
         (true, _) => Some(mint_bootstrap(&state, BOOTSTRAP_KEY_NAME).await?),
         (false, Some(undelivered)) => {
             // The last start minted a bootstrap key but never handed its token
             // over (it crashed, or could not write the token file): that key
             // is useless, so revoke it and make a new one.
-            match state
-                .registry
-                .revoke(&Actor::bootstrap(), &undelivered, state.now())
-                .await
-            {
-                Ok(_)
-                | Err(
-                    registry::RegistryError::NotFound | registry::RegistryError::AlreadyRevoked,
-                ) => {}
+            match state.issuer.revoke(&Actor::bootstrap(), &undelivered).await {
+                Ok(_) | Err(IssuerError::NotFound | IssuerError::AlreadyRevoked) => {}
                 Err(e) => {
                     return Err(format!(
                         "could not replace the undelivered bootstrap key: {e}"
@@ -123,19 +95,14 @@ pub async fn open(mut config: Config, clock: SharedClock) -> Result<Opened, Stri
 /// anonymous requests ([`crate::denials`]) and waits until everything is on
 /// disk.
 pub async fn shutdown(state: &AppState) -> Result<(), String> {
-    crate::denials::flush_all(state);
-    state.registry.flush().await.map_err(|e| e.to_string())
+    state.issuer.shutdown().await.map_err(|e| e.to_string())
 }
 
 /// Keeps `iss` stable: a derived issuer yields to the one recorded when the
 /// data directory was initialised (tokens are bound to it); an explicit one
 /// is recorded.
-fn pin_issuer(registry: &Registry, config: &mut Config) -> Result<(), String> {
-    let meta = registry.meta_tree();
-    let recorded = meta
-        .get(META_ISSUER)
-        .map_err(|e| e.to_string())?
-        .map(|v| String::from_utf8_lossy(&v).into_owned());
+async fn pin_issuer(store: &dyn Store, config: &mut Config) -> Result<(), String> {
+    let recorded = store.recorded_issuer().map_err(|e| e.to_string())?;
     match recorded {
         Some(recorded) if !config.issuer_explicit => config.issuer = recorded,
         Some(recorded) if recorded == config.issuer => {}
@@ -143,7 +110,9 @@ fn pin_issuer(registry: &Registry, config: &mut Config) -> Result<(), String> {
             if let Some(old) = other {
                 tracing::warn!(old = %old, new = %config.issuer, "the issuer changed: tokens issued as the old issuer will be refused");
             }
-            meta.insert(META_ISSUER, config.issuer.as_bytes())
+            store
+                .record_issuer(config.issuer.clone())
+                .await
                 .map_err(|e| e.to_string())?;
         }
     }
@@ -153,11 +122,10 @@ fn pin_issuer(registry: &Registry, config: &mut Config) -> Result<(), String> {
 async fn mint_bootstrap(state: &AppState, name: &str) -> Result<OneTimeToken, String> {
     let token = mint_admin(state, name, "Created on first start", "bootstrap").await?;
     state
-        .registry
-        .meta_tree()
-        .insert(META_BOOTSTRAP_PENDING, token.key_id.as_bytes())
+        .issuer
+        .set_bootstrap_pending(Some(token.key_id.clone()))
+        .await
         .map_err(|e| e.to_string())?;
-    state.registry.flush().await.map_err(|e| e.to_string())?;
     Ok(token)
 }
 
@@ -165,11 +133,10 @@ async fn mint_bootstrap(state: &AppState, name: &str) -> Result<OneTimeToken, St
 /// replaced.
 pub async fn confirm_bootstrap_delivered(state: &AppState) -> Result<(), String> {
     state
-        .registry
-        .meta_tree()
-        .remove(META_BOOTSTRAP_PENDING)
-        .map_err(|e| e.to_string())?;
-    state.registry.flush().await.map_err(|e| e.to_string())
+        .issuer
+        .set_bootstrap_pending(None)
+        .await
+        .map_err(|e| e.to_string())
 }
 
 /// Mints a `global_admin` key as the bootstrap actor (first start, recovery).
@@ -187,23 +154,27 @@ pub async fn mint_admin(
         accounts: None,
         expires_at: add_months(now, DEFAULT_EXPIRY_MONTHS),
     };
-    let signing_key = state.keyring.snapshot().active.clone();
     let minted = state
-        .registry
-        .create_valid(
-            &Actor::bootstrap(),
-            valid,
-            &signing_key,
-            &state.settings,
-            now,
-        )
+        .issuer
+        .create_valid(&Actor::bootstrap(), valid)
+        .await
         .map_err(|e| format!("could not create the {reason} admin key: {e}"))?;
-    state.registry.flush().await.map_err(|e| e.to_string())?;
     Ok(OneTimeToken {
         key_id: minted.record.id,
         name: minted.record.name,
         token: minted.token,
     })
+}
+
+/// Verifies the audit log of a data directory directly (server stopped):
+/// numbering, links, hashes and the recorded head.
+pub fn verify_audit_offline(
+    data_dir: &Path,
+) -> Result<Result<crate::audit::ChainReport, String>, String> {
+    let db = crate::store::sled::open_db(data_dir)?;
+    let capacity = Config::default().status_list_capacity;
+    let store = SledStore::open(db, capacity).map_err(|e| e.to_string())?;
+    store.verify_audit().map_err(|e| e.to_string())
 }
 
 /// Hands a one-time token to the operator: to `file` (mode 0600, never

@@ -126,16 +126,7 @@ async fn show(args: AuditArgs) -> Result<(), CliError> {
 
 async fn run_verify(args: VerifyArgs) -> Result<(), CliError> {
     let report = match &args.data_dir {
-        Some(dir) => {
-            let db = crate::registry::open_db(dir)?;
-            let audit_tree = db
-                .open_tree("audit")
-                .map_err(|e| CliError::new(e.to_string()))?;
-            let meta = db
-                .open_tree("meta")
-                .map_err(|e| CliError::new(e.to_string()))?;
-            audit::verify_chain(&audit_tree, &meta)
-        }
+        Some(dir) => crate::service::verify_audit_offline(dir)?,
         None => {
             let client = Client::new(&args.client)?;
             let mut entries = Vec::new();

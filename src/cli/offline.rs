@@ -59,7 +59,7 @@ pub async fn recover_admin(args: &RecoverAdminArgs) -> Result<(), CliError> {
     }
     let opened = service::open(config, Arc::new(SystemClock)).await?;
     if let Some(token) = opened.bootstrap {
-        // The registry was empty (or its bootstrap token never reached anyone):
+        // The data directory held no key (or its bootstrap token never reached anyone):
         // that admin key is the recovery.
         service::deliver_token(&token, args.token_file.as_deref(), "bootstrap admin")?;
         service::confirm_bootstrap_delivered(&opened.state).await?;

@@ -6,8 +6,7 @@ use reqwest::Method;
 use crate::cli::CliError;
 use crate::cli::client::{Client, ClientArgs, print_json, print_table};
 use crate::http::signing_keys::SigningKeyList;
-use crate::keyring::SigningKeyInfo;
-use crate::registry::rfc3339;
+use crate::model::{SigningKeyInfo, rfc3339};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum SigningKeysCommand {
@@ -144,24 +143,10 @@ async fn import(args: ImportArgs) -> Result<(), CliError> {
         crate::config::Config::resolve(&args.server).map_err(|e| CliError::new(e.to_string()))?;
     let opened =
         crate::service::open(config, std::sync::Arc::new(crate::clock::SystemClock)).await?;
-    let state = opened.state;
-    let now = state.now();
-    let lead = time::Duration::seconds(state.config.rotation_lead_time_secs as i64);
-    let info = state
-        .keyring
-        .import(alg, &der, now, lead, args.now)
-        .map_err(|e| CliError::new(e.to_string()))?;
-    state
-        .registry
-        .record_event_durably(
-            crate::audit::NewEntry {
-                actor: crate::audit::Actor::bootstrap(),
-                action: "signing_key.import",
-                target: Some(info.kid.clone()),
-                details: serde_json::json!({"alg": info.alg, "state": info.state}),
-            },
-            now,
-        )
+    let info = opened
+        .state
+        .issuer
+        .import(&crate::audit::Actor::bootstrap(), alg, &der, args.now)
         .await
         .map_err(|e| CliError::new(e.to_string()))?;
     print_info(&info, false)

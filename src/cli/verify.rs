@@ -11,7 +11,7 @@ use serde_json::json;
 
 use crate::cli::CliError;
 use crate::cli::client::print_json;
-use crate::registry::rfc3339;
+use crate::model::rfc3339;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct VerifyArgs {

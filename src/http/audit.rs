@@ -6,13 +6,13 @@ use axum::routing::get;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::app::AppState;
 use crate::audit::AuditEntry;
+use crate::http::ApiState;
 use crate::http::auth::{Need, Principal};
 use crate::http::error::{ApiError, ApiQuery, Problem};
 use crate::validation::FieldError;
 
-pub fn router() -> Router<AppState> {
+pub fn router() -> Router<ApiState> {
     Router::new().route("/v1/audit", get(list_audit))
 }
 
@@ -42,11 +42,11 @@ pub struct AuditPage {
         (status = 422, body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn list_audit(
-    State(state): State<AppState>,
+    State(state): State<ApiState>,
     principal: Principal,
     query: Result<ApiQuery<AuditQuery>, ApiError>,
 ) -> Result<axum::Json<AuditPage>, ApiError> {
-    principal.require(&state, Need::Reader)?;
+    principal.require(&state, Need::Reader).await?;
     let ApiQuery(query) = query?;
     let mut errors = Vec::new();
     let after = match query.after.as_deref() {
@@ -75,7 +75,7 @@ pub async fn list_audit(
     if !errors.is_empty() {
         return Err(ApiError::validation(errors));
     }
-    let items = state.registry.audit_page(after, limit)?;
+    let items = state.issuer.audit_page(after, limit)?;
     let next_after = if items.len() == limit {
         items.last().map(|e| e.seq)
     } else {

@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::registry::RegistryError;
+use crate::issuer::IssuerError;
 use crate::validation::FieldError;
 
 pub const PROBLEM_JSON: &str = "application/problem+json";
@@ -32,6 +32,8 @@ pub struct Problem {
 #[derive(Debug)]
 pub enum ApiError {
     BadRequest(String),
+    /// A query parameter the server did not hand out (400, naming it).
+    BadParameter(FieldError),
     Unauthorized(String),
     Forbidden(String),
     NotFound(String),
@@ -62,7 +64,9 @@ impl ApiError {
 
     fn parts(&self) -> (StatusCode, &'static str) {
         match self {
-            ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad-request"),
+            ApiError::BadRequest(_) | ApiError::BadParameter(_) => {
+                (StatusCode::BAD_REQUEST, "bad-request")
+            }
             ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
             ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not-found"),
@@ -95,6 +99,10 @@ impl IntoResponse for ApiError {
             ),
             ApiError::PayloadTooLarge => ("the request body is larger than 64 KiB".into(), None),
             ApiError::Conflict { detail, errors } => (detail, errors),
+            ApiError::BadParameter(error) => (
+                format!("{} {}", error.field, error.message),
+                Some(vec![error]),
+            ),
             ApiError::Validation { detail, errors } => (detail, Some(errors)),
             ApiError::Internal(message) => {
                 let id = uuid::Uuid::now_v7();
@@ -126,24 +134,27 @@ impl IntoResponse for ApiError {
     }
 }
 
-impl From<RegistryError> for ApiError {
-    fn from(e: RegistryError) -> Self {
+impl From<IssuerError> for ApiError {
+    fn from(e: IssuerError) -> Self {
         match e {
-            RegistryError::NotFound => ApiError::NotFound("no key with that id".into()),
-            RegistryError::NameTaken(_) => ApiError::Conflict {
+            IssuerError::NotFound => ApiError::NotFound("no key with that id".into()),
+            IssuerError::NameTaken(_) => ApiError::Conflict {
                 detail: e.to_string(),
                 errors: Some(vec![FieldError::new(
                     "name",
                     "is already taken by another key (names are compared ignoring letter case and compatibility forms such as full-width letters, revoked keys included)",
                 )]),
             },
-            RegistryError::AlreadyRevoked | RegistryError::InvalidState(_) => ApiError::Conflict {
+            IssuerError::AlreadyRevoked
+            | IssuerError::InvalidState(_)
+            | IssuerError::Conflict(_) => ApiError::Conflict {
                 detail: e.to_string(),
                 errors: None,
             },
-            RegistryError::Validation(errors) => ApiError::validation(errors),
-            RegistryError::Internal(m) => ApiError::Internal(m),
-            RegistryError::Flush(f) => ApiError::Internal(f.to_string()),
+            IssuerError::Validation(errors) => ApiError::validation(errors),
+            IssuerError::UnknownParameter(error) => ApiError::BadParameter(error),
+            IssuerError::SigningKeyNotFound(_) => ApiError::NotFound(e.to_string()),
+            IssuerError::Internal(m) => ApiError::Internal(m),
         }
     }
 }

@@ -22,17 +22,15 @@ use axum::Router;
 use axum::extract::{FromRequest, Request, State};
 use axum::http::header;
 use axum::routing::post;
-use latchkey_verifier::verify::{check_status, verify_signed};
 use latchkey_verifier::{AccessClaims, Audience, Role};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::app::AppState;
-use crate::http::auth::{Need, Principal, status_slot};
+use crate::http::ApiState;
+use crate::http::auth::{Need, Principal};
 use crate::http::error::{ApiError, ApiJson, Problem};
-use crate::registry::KeyState;
 
-pub fn router() -> Router<AppState> {
+pub fn router() -> Router<ApiState> {
     Router::new().route("/v1/introspect", post(introspect))
 }
 
@@ -130,39 +128,9 @@ impl IntrospectionResponse {
     }
 }
 
-/// The claims of `token` if it is active now, checked as the admin API
-/// checks a bearer key.
-fn active_claims(state: &AppState, token: &str) -> Option<AccessClaims> {
-    let snapshot = state.keyring.snapshot();
-    let claims = verify_signed(
-        token,
-        &snapshot.verification,
-        &state.expectations,
-        state.now().unix_timestamp(),
-    )
-    .ok()?;
-    let slot = status_slot(state, &claims)?;
-    check_status(state.registry.token_status(slot).ok()?).ok()?;
-    let record = state.registry.get(&claims.sub).ok()?;
-    if record.state != KeyState::Active {
-        return None;
-    }
-    record
-        .tokens
-        .iter()
-        .any(|t| t.jti == claims.jti && t.slot == slot && !t.revoked)
-        .then_some(claims)
-}
-
-/// Whether the caller may see the claims of a token of key `claims.sub`:
-/// admins and global viewers see every key, any other key only itself.
-fn may_see(principal: &Principal, claims: &AccessClaims) -> bool {
-    principal.key.can_read_all() || principal.key.id == claims.sub
-}
-
 /// Reads the request body: a form (RFC 7662) or JSON.
 async fn read_request(
-    state: &AppState,
+    state: &ApiState,
     request: Request,
 ) -> Result<IntrospectionRequest, ApiError> {
     let content_type = request
@@ -206,26 +174,23 @@ async fn read_request(
         (status = 422, body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn introspect(
-    State(state): State<AppState>,
+    State(state): State<ApiState>,
     principal: Principal,
     request: Request,
 ) -> Result<axum::Json<IntrospectionResponse>, ApiError> {
-    principal.require(&state, Need::AnyKey)?;
+    principal.require(&state, Need::AnyKey).await?;
     let body = read_request(&state, request).await?;
     let token = body.token.trim();
     if token.is_empty() {
         return Err(ApiError::BadRequest("`token` is empty".into()));
     }
-    let Some(claims) = active_claims(&state, token) else {
-        return Ok(axum::Json(IntrospectionResponse::inactive()));
-    };
-    if !may_see(&principal, &claims) {
-        return Ok(axum::Json(IntrospectionResponse::inactive()));
-    }
-    if let Err(e) = state.registry.touch_last_used(&claims.sub, state.now()) {
-        tracing::warn!(error = %e, "could not record last use of an introspected key");
-    }
-    Ok(axum::Json(IntrospectionResponse::active(claims)))
+    // One rule for "is this token live" and who may see it: the domain's.
+    Ok(axum::Json(
+        match state.issuer.introspect(&principal.key, token).await {
+            Some(claims) => IntrospectionResponse::active(claims),
+            None => IntrospectionResponse::inactive(),
+        },
+    ))
 }
 
 /// `aud` as it appears on the wire: a string or an array of strings

@@ -11,14 +11,15 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use utoipa::{IntoParams, ToSchema};
 
-use crate::app::AppState;
 use crate::audit::Actor;
+use crate::http::ApiState;
 use crate::http::auth::{Need, Principal};
 use crate::http::error::{ApiError, ApiJson, ApiQuery, Problem};
-use crate::registry::{KeyFilter, KeyRecord, KeyStatus, Minted, rfc3339};
+use crate::issuer::{KeyFilter, Minted};
+use crate::model::{KeyRecord, KeyStatus, rfc3339};
 use crate::validation::{self, FieldError, NewKeyRequest};
 
-pub fn router() -> Router<AppState> {
+pub fn router() -> Router<ApiState> {
     Router::new()
         .route("/v1/keys", post(create_key).get(list_keys))
         .route(
@@ -51,6 +52,7 @@ pub struct KeyView {
     /// `null` when never used.
     #[schema(format = DateTime)]
     pub last_used_at: Option<String>,
+    #[schema(value_type = crate::http::schema::KeyStatus)]
     pub status: KeyStatus,
     /// `kid` of the signing key of its newest token.
     pub signing_kid: String,
@@ -137,7 +139,7 @@ fn no_store(mut response: Response) -> Response {
     response
 }
 
-fn minted_response(state: &AppState, status: StatusCode, minted: Minted) -> Response {
+fn minted_response(state: &ApiState, status: StatusCode, minted: Minted) -> Response {
     let location = format!("/v1/keys/{}", minted.record.id);
     let body = KeyWithToken {
         key: KeyView::new(&minted.record, state.now()),
@@ -166,23 +168,13 @@ fn minted_response(state: &AppState, status: StatusCode, minted: Minted) -> Resp
         (status = 422, description = "Validation failed", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn create_key(
-    State(state): State<AppState>,
+    State(state): State<ApiState>,
     principal: Principal,
     body: Result<ApiJson<NewKeyRequest>, ApiError>,
 ) -> Result<Response, ApiError> {
-    principal.require(&state, Need::Admin)?;
+    principal.require(&state, Need::Admin).await?;
     let ApiJson(request) = body?;
-    let signing_key = state.keyring.snapshot().active.clone();
-    let minted = state
-        .registry
-        .create(
-            &principal.actor,
-            &request,
-            &signing_key,
-            &state.settings,
-            state.now(),
-        )
-        .await?;
+    let minted = state.issuer.create(&principal.actor, &request).await?;
     Ok(minted_response(&state, StatusCode::CREATED, minted))
 }
 
@@ -196,11 +188,11 @@ pub async fn create_key(
         (status = 422, body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn list_keys(
-    State(state): State<AppState>,
+    State(state): State<ApiState>,
     principal: Principal,
     query: Result<ApiQuery<ListQuery>, ApiError>,
 ) -> Result<axum::Json<KeyList>, ApiError> {
-    principal.require(&state, Need::Reader)?;
+    principal.require(&state, Need::Reader).await?;
     let ApiQuery(query) = query?;
     let mut errors = Vec::new();
     let status = match query.status.as_deref() {
@@ -237,11 +229,10 @@ pub async fn list_keys(
             .map(|q| q.trim().to_owned()),
     };
     let now = state.now();
-    let page = state.registry.list(
+    let page = state.issuer.list(
         &filter,
         query.cursor.as_deref().filter(|c| !c.is_empty()),
         limit,
-        now,
     )?;
     Ok(axum::Json(KeyList {
         items: page.items.iter().map(|r| KeyView::new(r, now)).collect(),
@@ -259,12 +250,12 @@ pub async fn list_keys(
         (status = 404, body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn get_key(
-    State(state): State<AppState>,
+    State(state): State<ApiState>,
     principal: Principal,
     Path(id): Path<String>,
 ) -> Result<axum::Json<KeyView>, ApiError> {
-    principal.require(&state, Need::Reader)?;
-    let record = state.registry.get(&id)?;
+    principal.require(&state, Need::Reader).await?;
+    let record = state.issuer.describe(&id)?;
     Ok(axum::Json(KeyView::new(&record, state.now())))
 }
 
@@ -283,12 +274,12 @@ pub async fn get_key(
         (status = 422, description = "A field other than description, or a description over 1000 characters", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn update_key(
-    State(state): State<AppState>,
+    State(state): State<ApiState>,
     principal: Principal,
     Path(id): Path<String>,
     body: Result<ApiJson<serde_json::Value>, ApiError>,
 ) -> Result<axum::Json<KeyView>, ApiError> {
-    principal.require(&state, Need::Admin)?;
+    principal.require(&state, Need::Admin).await?;
     let ApiJson(body) = body?;
     let object = body.as_object().ok_or_else(|| {
         ApiError::validation(vec![FieldError::new(
@@ -334,18 +325,9 @@ pub async fn update_key(
     if !errors.is_empty() {
         return Err(ApiError::validation(errors));
     }
-    let current = state.registry.get(&id)?;
-    if current.state == crate::registry::KeyState::Revoked {
-        return Err(crate::registry::RegistryError::AlreadyRevoked.into());
-    }
     let record = state
-        .registry
-        .set_description(
-            &principal.actor,
-            &id,
-            description.unwrap_or_default(),
-            state.now(),
-        )
+        .issuer
+        .update_description(&principal.actor, &id, description.unwrap_or_default())
         .await?;
     Ok(axum::Json(KeyView::new(&record, state.now())))
 }
@@ -365,25 +347,21 @@ pub async fn update_key(
         (status = 422, body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn renew_key(
-    State(state): State<AppState>,
+    State(state): State<ApiState>,
     principal: Principal,
     Path(id): Path<String>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    principal.require(&state, Need::Admin)?;
+    principal.require(&state, Need::Admin).await?;
     let request: RenewRequest = optional_json(&headers, &body)?;
-    let signing_key = state.keyring.snapshot().active.clone();
     let minted = state
-        .registry
+        .issuer
         .renew(
             &principal.actor,
             &id,
             request.expires_in_days,
             request.revoke_previous,
-            &signing_key,
-            &state.settings,
-            state.now(),
         )
         .await?;
     Ok(minted_response(&state, StatusCode::OK, minted))
@@ -426,15 +404,12 @@ pub fn optional_json<T: serde::de::DeserializeOwned + Default>(
         (status = 409, description = "Revoked or already suspended", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn suspend_key(
-    State(state): State<AppState>,
+    State(state): State<ApiState>,
     principal: Principal,
     Path(id): Path<String>,
 ) -> Result<axum::Json<KeyView>, ApiError> {
-    principal.require(&state, Need::Admin)?;
-    let record = state
-        .registry
-        .suspend(&principal.actor, &id, state.now())
-        .await?;
+    principal.require(&state, Need::Admin).await?;
+    let record = state.issuer.suspend(&principal.actor, &id).await?;
     Ok(axum::Json(KeyView::new(&record, state.now())))
 }
 
@@ -449,15 +424,12 @@ pub async fn suspend_key(
         (status = 409, description = "Revoked or not suspended", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn resume_key(
-    State(state): State<AppState>,
+    State(state): State<ApiState>,
     principal: Principal,
     Path(id): Path<String>,
 ) -> Result<axum::Json<KeyView>, ApiError> {
-    principal.require(&state, Need::Admin)?;
-    let record = state
-        .registry
-        .resume(&principal.actor, &id, state.now())
-        .await?;
+    principal.require(&state, Need::Admin).await?;
+    let record = state.issuer.resume(&principal.actor, &id).await?;
     Ok(axum::Json(KeyView::new(&record, state.now())))
 }
 
@@ -472,14 +444,11 @@ pub async fn resume_key(
         (status = 409, description = "Already revoked", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn revoke_key(
-    State(state): State<AppState>,
+    State(state): State<ApiState>,
     principal: Principal,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    principal.require(&state, Need::Admin)?;
-    state
-        .registry
-        .revoke(&principal.actor, &id, state.now())
-        .await?;
+    principal.require(&state, Need::Admin).await?;
+    state.issuer.revoke(&principal.actor, &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -1,5 +1,10 @@
 //! The HTTP API: one module per resource, merged here, with the middleware
 //! applied once (body limit, panic catcher, request metrics, tracing).
+//!
+//! Handlers parse and answer HTTP; every operation is a call on the domain
+//! ([`crate::issuer::Issuer`]). What only HTTP needs lives here, in
+//! [`ApiState`]: the signed status-list documents, the verified-bearer
+//! cache and the count of open event streams.
 
 pub mod audit;
 pub mod auth;
@@ -9,6 +14,7 @@ pub mod introspect;
 pub mod keys;
 pub mod openapi;
 pub mod ops;
+pub mod schema;
 pub mod signing_keys;
 pub mod status;
 pub mod usage;
@@ -26,6 +32,45 @@ use tower_http::catch_panic::CatchPanicLayer;
 use crate::app::AppState;
 use error::ApiError;
 
+/// The HTTP layer's state: the service's, plus what only HTTP keeps.
+/// Cheap to clone; derefs to [`AppState`].
+#[derive(Clone, Debug)]
+pub struct ApiState {
+    app: AppState,
+    pub http: std::sync::Arc<HttpCaches>,
+}
+
+/// What the HTTP layer caches and counts.
+#[derive(Debug)]
+pub struct HttpCaches {
+    /// Signed status list documents, per list.
+    pub status_documents: status::StatusDocuments,
+    /// Bearer tokens whose signature and claims already verified, per key set.
+    pub bearers: auth::BearerCache,
+    /// Open `/v1/status/stream` connections.
+    pub stream_subscribers: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl std::ops::Deref for ApiState {
+    type Target = AppState;
+    fn deref(&self) -> &AppState {
+        &self.app
+    }
+}
+
+impl ApiState {
+    pub fn new(app: AppState) -> ApiState {
+        ApiState {
+            app,
+            http: std::sync::Arc::new(HttpCaches {
+                status_documents: Default::default(),
+                bearers: auth::BearerCache::new(10_000),
+                stream_subscribers: Default::default(),
+            }),
+        }
+    }
+}
+
 /// Largest request body accepted (contract §3).
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 /// How long a request body may take to arrive.
@@ -33,6 +78,7 @@ pub const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15)
 
 /// Builds the whole application; the binary and the tests both call this.
 pub fn router(state: AppState) -> Router {
+    let state = ApiState::new(state);
     let api = Router::new()
         .merge(keys::router())
         .merge(audit::router())
@@ -81,7 +127,7 @@ pub fn count_request(route: &'static str, status: StatusCode) {
 }
 
 /// Counts requests by route template and status, and times them.
-async fn record_request(State(_state): State<AppState>, request: Request, next: Next) -> Response {
+async fn record_request(State(_state): State<ApiState>, request: Request, next: Next) -> Response {
     let route = request
         .extensions()
         .get::<MatchedPath>()

@@ -8,7 +8,7 @@ use axum::routing::get;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::app::AppState;
+use crate::http::ApiState;
 
 #[derive(OpenApi)]
 #[openapi(
@@ -64,7 +64,7 @@ impl Modify for BearerAuth {
     }
 }
 
-pub fn router() -> Router<AppState> {
+pub fn router() -> Router<ApiState> {
     let body = ApiDoc::openapi().to_json().unwrap_or_else(|_| "{}".into());
     Router::new().route(
         "/openapi.json",

@@ -9,13 +9,13 @@ use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::app::AppState;
+use crate::http::ApiState;
 use crate::http::auth::{Need, Principal};
 use crate::http::error::{ApiError, Problem};
-use crate::keyring::{KeyRingError, SigningKeyInfo};
+use crate::model::SigningKeyInfo;
 use crate::validation::FieldError;
 
-pub fn router() -> Router<AppState> {
+pub fn router() -> Router<ApiState> {
     Router::new()
         .route("/v1/signing-keys", get(list_signing_keys))
         .route("/v1/signing-keys/rotate", post(rotate_signing_key))
@@ -24,19 +24,6 @@ pub fn router() -> Router<AppState> {
 
 /// The words that confirm an emergency retirement.
 pub const RETIRE_CONFIRMATION: &str = "i-understand-tokens-die";
-
-impl From<KeyRingError> for ApiError {
-    fn from(e: KeyRingError) -> Self {
-        match e {
-            KeyRingError::NotFound(_) => ApiError::NotFound(e.to_string()),
-            KeyRingError::Conflict(_) => ApiError::Conflict {
-                detail: e.to_string(),
-                errors: None,
-            },
-            other => ApiError::Internal(other.to_string()),
-        }
-    }
-}
 
 /// `POST /v1/signing-keys/rotate` body (may be empty).
 #[derive(Debug, Default, Deserialize, ToSchema)]
@@ -59,7 +46,7 @@ pub struct RetireRequest {
 #[utoipa::path(post, path = "/v1/signing-keys/rotate", tag = "signing-keys", request_body(content = RotateRequest, description = "May be empty"),
     security(("bearer" = [])),
     responses(
-        (status = 201, body = SigningKeyInfo),
+        (status = 201, body = crate::http::schema::SigningKeyInfo),
         (status = 400, body = Problem, content_type = "application/problem+json"),
         (status = 401, body = Problem, content_type = "application/problem+json"),
         (status = 403, body = Problem, content_type = "application/problem+json"),
@@ -68,14 +55,14 @@ pub struct RetireRequest {
         (status = 422, body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn rotate_signing_key(
-    State(state): State<AppState>,
+    State(state): State<ApiState>,
     principal: Principal,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<(StatusCode, axum::Json<SigningKeyInfo>), ApiError> {
-    principal.require(&state, Need::Admin)?;
+    principal.require(&state, Need::Admin).await?;
     let request: RotateRequest = crate::http::keys::optional_json(&headers, &body)?;
-    let info = crate::rotation::rotate(&state, &principal.actor, request.now).await?;
+    let info = state.issuer.rotate(&principal.actor, request.now).await?;
     Ok((StatusCode::CREATED, axum::Json(info)))
 }
 
@@ -84,7 +71,7 @@ pub async fn rotate_signing_key(
     params(("kid" = String, Path, description = "The key's kid")),
     security(("bearer" = [])),
     responses(
-        (status = 200, body = SigningKeyInfo),
+        (status = 200, body = crate::http::schema::SigningKeyInfo),
         (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
         (status = 401, body = Problem, content_type = "application/problem+json"),
         (status = 403, body = Problem, content_type = "application/problem+json"),
@@ -95,13 +82,13 @@ pub async fn rotate_signing_key(
         (status = 422, description = "Missing confirmation", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn retire_signing_key(
-    State(state): State<AppState>,
+    State(state): State<ApiState>,
     principal: Principal,
     Path(kid): Path<String>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<axum::Json<SigningKeyInfo>, ApiError> {
-    principal.require(&state, Need::Admin)?;
+    principal.require(&state, Need::Admin).await?;
     let request: RetireRequest = crate::http::keys::optional_json(&headers, &body)?;
     if request.confirm.as_deref() != Some(RETIRE_CONFIRMATION) {
         return Err(ApiError::validation(vec![FieldError::new(
@@ -112,12 +99,13 @@ pub async fn retire_signing_key(
         )]));
     }
     Ok(axum::Json(
-        crate::rotation::retire(&state, &principal.actor, &kid).await?,
+        state.issuer.retire(&principal.actor, &kid).await?,
     ))
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct SigningKeyList {
+    #[schema(value_type = Vec<crate::http::schema::SigningKeyInfo>)]
     pub items: Vec<SigningKeyInfo>,
 }
 
@@ -129,11 +117,11 @@ pub struct SigningKeyList {
         (status = 403, body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn list_signing_keys(
-    State(state): State<AppState>,
+    State(state): State<ApiState>,
     principal: Principal,
 ) -> Result<axum::Json<SigningKeyList>, ApiError> {
-    principal.require(&state, Need::Reader)?;
+    principal.require(&state, Need::Reader).await?;
     Ok(axum::Json(SigningKeyList {
-        items: state.keyring.snapshot().infos.clone(),
+        items: state.issuer.signing_keys(),
     }))
 }

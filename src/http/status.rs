@@ -29,7 +29,7 @@ use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use utoipa::ToSchema;
 
-use crate::app::AppState;
+use crate::http::ApiState;
 use crate::http::error::ApiError;
 use crate::http::well_known::serve_prepared;
 use crate::keyring::PreparedDocument;
@@ -38,14 +38,14 @@ use crate::status_board::{Resume, StatusEvent};
 /// Keep-alive comment interval, well under common proxy idle timeouts.
 pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
-pub fn router() -> Router<AppState> {
+pub fn router() -> Router<ApiState> {
     Router::new()
         .route("/v1/status", get(list_index))
         .route("/v1/status/stream", get(stream_changes))
 }
 
 /// `GET /v1/status/{list}`: mounted outside the metrics middleware (it counts itself).
-pub fn documents_router() -> Router<AppState> {
+pub fn documents_router() -> Router<ApiState> {
     Router::new().route("/v1/status/{list}", get(status_list))
 }
 
@@ -83,12 +83,12 @@ pub struct StatusListIndex {
 /// Every status list's URI, and how far each has come. Never cached by
 /// shared caches: it is how a verifier tells a stale list from a fresh one.
 #[utoipa::path(get, path = "/v1/status", tag = "public", responses((status = 200, body = StatusListIndex)))]
-pub async fn list_index(State(state): State<AppState>) -> Response {
-    let board = state.registry.board();
+pub async fn list_index(State(state): State<ApiState>) -> Response {
+    let board = state.issuer.board();
     let (seq, list_seqs) = board.sequences();
     let index = StatusListIndex {
         lists: (0..list_seqs.len() as u64)
-            .map(|n| state.settings.status_list_uri(n))
+            .map(|n| state.issuer.status_lists().uri(n))
             .collect(),
         bits: STATUS_BITS,
         seq,
@@ -116,7 +116,7 @@ fn wants_json(headers: &HeaderMap) -> bool {
         (status = 404, body = crate::http::error::Problem, content_type = "application/problem+json"),
     ))]
 pub async fn status_list(
-    State(state): State<AppState>,
+    State(state): State<ApiState>,
     list: Result<Path<String>, axum::extract::rejection::PathRejection>,
     headers: HeaderMap,
 ) -> Response {
@@ -132,7 +132,7 @@ pub async fn status_list(
 }
 
 async fn serve_status_list(
-    state: &AppState,
+    state: &ApiState,
     list: String,
     headers: &HeaderMap,
 ) -> Result<Response, ApiError> {
@@ -155,19 +155,20 @@ async fn serve_status_list(
     Ok(response)
 }
 
-async fn documents_for(state: &AppState, list: u64) -> Result<Arc<CachedList>, ApiError> {
-    let board = state.registry.board();
+async fn documents_for(state: &ApiState, list: u64) -> Result<Arc<CachedList>, ApiError> {
+    let board = state.issuer.board();
     let Some(version) = board.version(list) else {
         return Err(ApiError::NotFound(format!(
             "status list {list} does not exist; see /v1/status"
         )));
     };
-    let snapshot = state.keyring.snapshot();
+    let snapshot = state.issuer.signing_snapshot();
     let active = &snapshot.active;
     let now = state.now().unix_timestamp();
     let ttl = state.config.status_list_ttl_secs as i64;
     let version_now = {
         let documents = state
+            .http
             .status_documents
             .lists
             .lock()
@@ -188,7 +189,7 @@ async fn documents_for(state: &AppState, list: u64) -> Result<Arc<CachedList>, A
         Some(encoded) => encoded,
         None => {
             let board_state = state.clone();
-            tokio::task::spawn_blocking(move || board_state.registry.board().encoded(list))
+            tokio::task::spawn_blocking(move || board_state.issuer.board().encoded(list))
                 .await
                 .map_err(|e| ApiError::Internal(e.to_string()))?
                 .ok_or_else(|| ApiError::NotFound(format!("status list {list} does not exist")))?
@@ -202,7 +203,7 @@ async fn documents_for(state: &AppState, list: u64) -> Result<Arc<CachedList>, A
         return Ok(cached);
     }
     let claims = StatusListClaims {
-        sub: state.settings.status_list_uri(list),
+        sub: state.issuer.status_lists().uri(list),
         iat: now,
         exp: Some(now + 2 * ttl),
         ttl: Some(ttl as u64),
@@ -226,6 +227,7 @@ async fn documents_for(state: &AppState, list: u64) -> Result<Arc<CachedList>, A
         json: PreparedDocument::bytes(Bytes::from(json)),
     });
     state
+        .http
         .status_documents
         .lists
         .lock()
@@ -243,8 +245,8 @@ struct EventData<'a> {
     status: u8,
 }
 
-fn status_event(state: &AppState, event: &StatusEvent) -> Event {
-    let uri = state.settings.status_list_uri(event.list);
+fn status_event(state: &ApiState, event: &StatusEvent) -> Event {
+    let uri = state.issuer.status_lists().uri(event.list);
     let data = EventData {
         seq: event.seq,
         list: event.list,
@@ -270,7 +272,7 @@ fn reset_event(seq: u64, reason: &str) -> Event {
     responses((status = 200, description = "text/event-stream of `ready`, `status` and `reset` events", content_type = "text/event-stream", body = String),
               (status = 503, description = "Too many subscribers", body = crate::http::error::Problem, content_type = "application/problem+json")))]
 pub async fn stream_changes(
-    State(state): State<AppState>,
+    State(state): State<ApiState>,
     headers: HeaderMap,
 ) -> Result<impl IntoResponse, ApiError> {
     let guard = SubscriberGauge::enter(&state)?;
@@ -280,13 +282,13 @@ pub async fn stream_changes(
     let (receiver, current, resume) = match last_seen {
         // A Last-Event-ID we cannot read: the client must start over.
         Some(None) => {
-            let (rx, current, _) = state.registry.board().subscribe(None);
+            let (rx, current, _) = state.issuer.board().subscribe(None);
             (rx, current, Resume::Reset)
         }
-        Some(Some(seen)) => state.registry.board().subscribe(Some(seen)),
-        None => state.registry.board().subscribe(None),
+        Some(Some(seen)) => state.issuer.board().subscribe(Some(seen)),
+        None => state.issuer.board().subscribe(None),
     };
-    let epoch = state.registry.board().epoch().to_owned();
+    let epoch = state.issuer.board().epoch().to_owned();
     let mut initial = vec![
         Event::default()
             .event("ready")
@@ -312,7 +314,7 @@ pub async fn stream_changes(
             Ok(event) if event.seq <= last_sent => None,
             Ok(event) => Some(status_event(&live_state, &event)),
             Err(BroadcastStreamRecvError::Lagged(_)) => Some(reset_event(
-                live_state.registry.board().seq(),
+                live_state.issuer.board().seq(),
                 "this subscriber fell behind; re-fetch every status list",
             )),
         };
@@ -334,9 +336,9 @@ struct SubscriberGauge(std::sync::Arc<std::sync::atomic::AtomicUsize>);
 
 impl SubscriberGauge {
     /// Counts a subscriber for as long as its stream lives, refusing one over the limit.
-    fn enter(state: &AppState) -> Result<SubscriberGauge, ApiError> {
+    fn enter(state: &ApiState) -> Result<SubscriberGauge, ApiError> {
         use std::sync::atomic::Ordering;
-        let count = std::sync::Arc::clone(&state.stream_subscribers);
+        let count = std::sync::Arc::clone(&state.http.stream_subscribers);
         let previous = count.fetch_add(1, Ordering::SeqCst);
         let gauge = SubscriberGauge(count);
         if previous >= state.config.max_stream_subscribers {

@@ -8,10 +8,10 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
-use crate::app::AppState;
+use crate::http::ApiState;
 use crate::keyring::PreparedDocument;
 
-pub fn router() -> Router<AppState> {
+pub fn router() -> Router<ApiState> {
     Router::new()
         .route("/.well-known/jwks.json", get(jwks))
         .route("/.well-known/oauth-authorization-server", get(metadata))
@@ -52,14 +52,14 @@ pub fn serve_prepared(
 #[utoipa::path(get, path = "/.well-known/jwks.json", tag = "public",
     responses((status = 200, description = "JWK Set", content_type = "application/json", body = Object),
               (status = 304, description = "Not modified (If-None-Match)")))]
-pub async fn jwks(State(state): State<AppState>, headers: HeaderMap) -> Response {
+pub async fn jwks(State(state): State<ApiState>, headers: HeaderMap) -> Response {
     let response = jwks_response(&state, &headers);
     crate::http::count_request("/.well-known/jwks.json", response.status());
     response
 }
 
-fn jwks_response(state: &AppState, headers: &HeaderMap) -> Response {
-    let snapshot = state.keyring.snapshot();
+fn jwks_response(state: &ApiState, headers: &HeaderMap) -> Response {
+    let snapshot = state.issuer.signing_snapshot();
     serve_prepared(
         headers,
         &snapshot.jwks,
@@ -72,7 +72,7 @@ fn jwks_response(state: &AppState, headers: &HeaderMap) -> Response {
 #[utoipa::path(get, path = "/.well-known/oauth-authorization-server", tag = "public",
     responses((status = 200, description = "Metadata", content_type = "application/json", body = Object),
               (status = 304, description = "Not modified (If-None-Match)")))]
-pub async fn metadata(State(state): State<AppState>, headers: HeaderMap) -> Response {
+pub async fn metadata(State(state): State<ApiState>, headers: HeaderMap) -> Response {
     let response = serve_prepared(&headers, &state.metadata, "application/json", 3600);
     crate::http::count_request("/.well-known/oauth-authorization-server", response.status());
     response

@@ -655,6 +655,49 @@ async fn list_is_newest_first_with_bounded_limits_and_cursor_paging() {
     }
 }
 
+/// Contract §3: a `cursor` or `after` the server did not hand out is a 400
+/// naming the parameter, not a silent first page.
+#[tokio::test]
+async fn a_cursor_or_after_the_server_did_not_hand_out_is_400() {
+    let app = TestApp::new().await;
+    let admin = Some(app.admin_token.as_str());
+    for i in 0..3 {
+        app.key(&format!("paged-{i}"), &["global_viewer"], None)
+            .await;
+        app.clock.advance(1);
+    }
+    let first = app.get("/v1/keys?limit=2", admin).await;
+    first.expect(200);
+    let handed_out = first.body["next_cursor"].as_str().unwrap().to_owned();
+    let next = app
+        .get(&format!("/v1/keys?limit=2&cursor={handed_out}"), admin)
+        .await;
+    next.expect(200);
+    assert_eq!(next.body["items"].as_array().unwrap().len(), 2);
+
+    let unknown_id = uuid::Uuid::now_v7().to_string();
+    for bad in ["%00%ff", "zzzz", unknown_id.as_str(), "..%2F..%2Fkeys"] {
+        let reply = app.get(&format!("/v1/keys?cursor={bad}"), admin).await;
+        reply.expect_problem(400);
+        assert_eq!(reply.error_fields(), ["cursor"], "cursor={bad}");
+        assert!(
+            reply.body["detail"].as_str().unwrap().contains("cursor"),
+            "{}",
+            reply.text
+        );
+    }
+
+    let head = app.audit_head().await;
+    app.get(&format!("/v1/audit?after={head}"), admin)
+        .await
+        .expect(200);
+    for beyond in [head + 1, u64::MAX] {
+        let reply = app.get(&format!("/v1/audit?after={beyond}"), admin).await;
+        reply.expect_problem(400);
+        assert_eq!(reply.error_fields(), ["after"], "after={beyond}");
+    }
+}
+
 #[tokio::test]
 async fn list_filters_by_status_and_text() {
     let app = TestApp::new().await;

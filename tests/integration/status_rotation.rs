@@ -460,11 +460,10 @@ async fn rotation_publishes_first_signs_after_the_lead_and_retires_when_tokens_a
 /// An admin token signed by `kid`, minted for the test through the registry.
 async fn after_admin(app: &TestApp, kid: &str) -> String {
     let name = format!("admin-{}", uuid::Uuid::now_v7());
-    let signing_key = app.state.keyring.snapshot().active.clone();
-    assert_eq!(signing_key.kid(), kid);
+    assert_eq!(app.state.issuer.signing_snapshot().active.kid(), kid);
     let minted = app
         .state
-        .registry
+        .issuer
         .create(
             &latchkey::audit::Actor::bootstrap(),
             &latchkey::validation::NewKeyRequest {
@@ -472,9 +471,6 @@ async fn after_admin(app: &TestApp, kid: &str) -> String {
                 roles: vec!["global_admin".into()],
                 ..Default::default()
             },
-            &signing_key,
-            &app.state.settings,
-            app.state.now(),
         )
         .await
         .unwrap();

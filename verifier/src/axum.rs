@@ -165,25 +165,25 @@ impl IntoResponse for AuthRejection {
 /// "no credentials" (RFC 6750 §3.1); `Bearer` with nothing after it is a
 /// malformed token.
 pub fn bearer_token(headers: &HeaderMap) -> Result<&str, AuthRejection> {
-    // Two credentials are ambiguous: refuse rather than pick one.
-    if headers.get_all(header::AUTHORIZATION).iter().count() > 1 {
-        return Err(AuthRejection::Invalid(VerifyError::Malformed("structure")));
-    }
-    let value = headers
-        .get(header::AUTHORIZATION)
-        .ok_or(AuthRejection::MissingCredentials)?;
-    let value = value
-        .to_str()
-        .map_err(|_| AuthRejection::Invalid(VerifyError::Malformed("structure")))?;
-    let (scheme, token) = value.split_once(' ').unwrap_or((value, ""));
-    if !scheme.eq_ignore_ascii_case("bearer") {
-        return Err(AuthRejection::MissingCredentials);
-    }
-    let token = token.trim();
-    if token.is_empty() {
-        return Err(AuthRejection::Invalid(VerifyError::Malformed("structure")));
-    }
-    Ok(token)
+    use crate::bearer::{BearerError, parse_bearer};
+    let values = headers
+        .get_all(header::AUTHORIZATION)
+        .iter()
+        .map(|v| v.as_bytes());
+    parse_bearer(values).map_err(|e| match e {
+        // Two credentials are ambiguous: refuse rather than pick one.
+        BearerError::Repeated
+        | BearerError::NotText
+        | BearerError::Empty
+        | BearerError::NoSeparator {
+            scheme_is_bearer: true,
+        } => AuthRejection::Invalid(VerifyError::Malformed("structure")),
+        BearerError::Missing
+        | BearerError::OtherScheme
+        | BearerError::NoSeparator {
+            scheme_is_bearer: false,
+        } => AuthRejection::MissingCredentials,
+    })
 }
 
 async fn authenticate(parts: &Parts, verifier: &Verifier) -> Result<VerifiedKey, AuthRejection> {

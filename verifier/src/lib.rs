@@ -84,6 +84,7 @@
 
 #[cfg(feature = "axum")]
 pub mod axum;
+pub mod bearer;
 pub mod cache;
 pub mod claims;
 pub mod error;

@@ -1,8 +1,8 @@
 //! `seed`: a registry of N real keys, made in-process through the latchkey
-//! library exactly as `POST /v1/keys` makes them (`Registry::create_valid`:
-//! status slot, signed token, one sled transaction with the record, name,
-//! `jti` index and audit entry), with a flush every `flush_every` keys
-//! instead of one per key.
+//! library exactly as `POST /v1/keys` makes them (`Issuer::create_valid`:
+//! status slot, signed token, one store transaction with the record, name,
+//! `jti` index and audit entry), with up to `flush_every` creates in flight
+//! so the store's group commit covers many keys per flush.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -48,67 +48,55 @@ pub async fn seed(
     let state = opened.state;
     // Otherwise the next start revokes the bootstrap key as never delivered.
     latchkey::service::confirm_bootstrap_delivered(&state).await?;
-    let signing_key = state.keyring.snapshot().active.clone();
+    // Up to `in_flight` creates wait on the store at once, so its group
+    // commit covers many keys per transaction and flush.
+    let in_flight = (flush_every.max(1) as usize).clamp(threads.max(1), 4096);
     let next = Arc::new(AtomicU64::new(0));
-    let handle = tokio::runtime::Handle::current();
-    let flush_every = flush_every.max(1);
-    let mut workers = Vec::new();
-    for _ in 0..threads.max(1) {
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..in_flight {
         let state = state.clone();
-        let signing_key = Arc::clone(&signing_key);
         let next = Arc::clone(&next);
-        let handle = handle.clone();
-        workers.push(tokio::task::spawn_blocking(
-            move || -> Result<(), String> {
-                loop {
-                    let n = next.fetch_add(1, Ordering::Relaxed);
-                    if n >= count {
-                        return Ok(());
-                    }
-                    let now = state.now();
-                    let (roles, accounts) = match n % 4 {
-                        0 => (vec![Role::GlobalViewer], None),
-                        1 => (vec![Role::GlobalAdmin], None),
-                        _ => (
-                            vec![Role::CloudAccountViewer],
-                            Some(vec![format!("acct-{}", n % 5000), "acct-shared".to_owned()]),
-                        ),
-                    };
-                    let valid = ValidNewKey {
-                        name: format!("seed-{n:07}"),
-                        description: format!("seeded key {n} for the one-million-key benchmark"),
-                        roles,
-                        accounts,
-                        expires_at: add_months(now, 6),
-                    };
-                    state
-                        .registry
-                        .create_valid(
-                            &Actor::bootstrap(),
-                            valid,
-                            &signing_key,
-                            &state.settings,
-                            now,
-                        )
-                        .map_err(|e| format!("key {n}: {e}"))?;
-                    if (n + 1).is_multiple_of(flush_every) {
-                        handle
-                            .block_on(state.registry.flush())
-                            .map_err(|e| e.to_string())?;
-                        eprintln!(
-                            "loadgen: seeded {} keys in {:.1} s",
-                            n + 1,
-                            started.elapsed().as_secs_f64()
-                        );
-                    }
+        workers.spawn(async move {
+            loop {
+                let n = next.fetch_add(1, Ordering::Relaxed);
+                if n >= count {
+                    return Ok::<(), String>(());
                 }
-            },
-        ));
+                let now = state.now();
+                let (roles, accounts) = match n % 4 {
+                    0 => (vec![Role::GlobalViewer], None),
+                    1 => (vec![Role::GlobalAdmin], None),
+                    _ => (
+                        vec![Role::CloudAccountViewer],
+                        Some(vec![format!("acct-{}", n % 5000), "acct-shared".to_owned()]),
+                    ),
+                };
+                let valid = ValidNewKey {
+                    name: format!("seed-{n:07}"),
+                    description: format!("seeded key {n} for the one-million-key benchmark"),
+                    roles,
+                    accounts,
+                    expires_at: add_months(now, 6),
+                };
+                state
+                    .issuer
+                    .create_valid(&Actor::bootstrap(), valid)
+                    .await
+                    .map_err(|e| format!("key {n}: {e}"))?;
+                if (n + 1).is_multiple_of(100_000) {
+                    eprintln!(
+                        "loadgen: seeded {} keys in {:.1} s",
+                        n + 1,
+                        started.elapsed().as_secs_f64()
+                    );
+                }
+            }
+        });
     }
-    for worker in workers {
-        worker.await.map_err(|e| e.to_string())??;
+    while let Some(worker) = workers.join_next().await {
+        worker.map_err(|e| e.to_string())??;
     }
-    state.registry.flush().await.map_err(|e| e.to_string())?;
+    state.issuer.flush().await.map_err(|e| e.to_string())?;
     let elapsed = started.elapsed().as_secs_f64();
     let _ = std::fs::write(data_dir.join("loadgen-seed-count"), format!("{count}\n"));
     let rate = count as f64 / elapsed;

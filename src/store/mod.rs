@@ -1,0 +1,207 @@
+//! The persistence interface of the issuer, in the domain's terms, and its
+//! engines (`sled` is the first, in [`sled`]).
+//!
+//! Every write is one transaction of the engine, and says everything that
+//! must change together: a create inserts the record, claims its name,
+//! indexes its token and appends its audit entry; a key change rewrites the
+//! record, the status bits that moved and appends its entry; a signing-key
+//! change writes the new states and its entry. Either all of a write is
+//! stored or none of it.
+//!
+//! The interface assumes nothing about who else writes:
+//!
+//! - the store chains audit entries itself, against the head it reads in
+//!   the same transaction (callers hand it [`NewEntry`]s, never sequence
+//!   numbers or hashes);
+//! - a name is claimed inside the create's transaction, so two writers
+//!   cannot both take it;
+//! - a key change is a compare-and-set: [`KeyUpdate::expected`] is the
+//!   record the change was computed from, and a record that changed since
+//!   fails with [`StoreError::Conflict`] (the domain reads again and
+//!   retries);
+//! - a signing-key change names the state each key must still be in;
+//! - status slots and the status change sequence are allocated by the store.
+//!
+//! Writes are asynchronous and resolve when the write is committed and, for
+//! every write but [`Store::touch_last_used`] and [`Store::append_audit`]
+//! with [`Durability::Committed`], on disk. Reads are synchronous and cheap.
+//! [`Store::set_commit_hook`] reports this process's committed status
+//! changes in commit order, which is how the published status lists follow
+//! the store.
+
+pub mod sled;
+mod sled_layout;
+mod sled_write;
+
+use std::future::Future;
+use std::pin::Pin;
+
+use latchkey_verifier::TokenStatus;
+use time::OffsetDateTime;
+
+use crate::audit::{AuditEntry, ChainHead, ChainReport, NewEntry};
+use crate::model::{KeyRecord, SigningKeyInfo, SigningKeyState};
+
+/// Why a store operation failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    /// No key with that id.
+    #[error("no key with that id")]
+    NotFound,
+    /// The name (compared folded) is claimed by another key.
+    #[error("the name {0:?} is taken")]
+    NameTaken(String),
+    /// The record (or signing key) changed since it was read.
+    #[error("{0}")]
+    Conflict(String),
+    /// The engine failed; the message is for the operator, not for clients.
+    #[error("storage error: {0}")]
+    Internal(String),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+/// A write in progress.
+pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = StoreResult<T>> + Send + 'a>>;
+
+/// How long a write waits before it resolves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// Committed and on disk (every change a client is told about).
+    Durable,
+    /// Committed (visible to reads); on disk with the next durable write or
+    /// within a second.
+    Committed,
+}
+
+/// What the domain needs at start-up to rebuild its in-memory state.
+#[derive(Debug, Clone)]
+pub struct Boot {
+    /// Entries per status list, fixed when the store was created.
+    pub list_capacity: u64,
+    /// The next status slot to allocate (every smaller one may be in use).
+    pub next_slot: u64,
+    /// The sequence number of the last status change.
+    pub status_seq: u64,
+    /// The random name of the status sequence space.
+    pub status_epoch: String,
+    /// Every slot whose status is not VALID.
+    pub statuses: Vec<(u64, TokenStatus)>,
+}
+
+/// A key to insert, with its name claim, first token and audit entry.
+#[derive(Debug, Clone)]
+pub struct NewKey {
+    pub record: KeyRecord,
+    /// The name in the form uniqueness compares ([`crate::names::fold_name`]).
+    pub folded_name: String,
+    pub entry: NewEntry,
+}
+
+/// A change of one key: the record it was computed from, the new record,
+/// the status bits that move, and the audit entry.
+#[derive(Debug, Clone)]
+pub struct KeyUpdate {
+    pub expected: KeyRecord,
+    pub record: KeyRecord,
+    /// `jti`s of tokens this change minted (renew), to index.
+    pub new_jtis: Vec<String>,
+    /// Status slots whose bit changes, with the new bit.
+    pub statuses: Vec<(u64, TokenStatus)>,
+    pub entry: NewEntry,
+}
+
+/// A signing key's new record and the state it must still be in
+/// (`None`: it must not be recorded yet).
+#[derive(Debug, Clone)]
+pub struct SigningKeyChange {
+    pub info: SigningKeyInfo,
+    pub expected: Option<SigningKeyState>,
+}
+
+/// A committed write's effect on the published statuses, reported in
+/// commit order.
+#[derive(Debug, Clone)]
+pub struct StatusCommit {
+    /// Slots below this may be in use.
+    pub allocated: u64,
+    /// The bits that changed, in order; the first has sequence number
+    /// `first_seq`, the next `first_seq + 1`, and so on.
+    pub changes: Vec<(u64, TokenStatus)>,
+    pub first_seq: u64,
+}
+
+/// Called after each commit, in commit order, before the write resolves.
+pub type CommitHook = Box<dyn Fn(&StatusCommit) + Send + Sync>;
+
+/// The issuer's persistence.
+pub trait Store: Send + Sync + std::fmt::Debug {
+    /// What the domain rebuilds its in-memory state from.
+    fn boot(&self) -> StoreResult<Boot>;
+    /// Reports committed status changes (replaces any earlier hook).
+    fn set_commit_hook(&self, hook: CommitHook);
+    /// Entries per status list.
+    fn list_capacity(&self) -> u64;
+    /// Allocates a status slot, never handed out before.
+    fn allocate_slot(&self) -> StoreResult<u64>;
+
+    /// Inserts keys, each on its own: a taken name fails only its key with
+    /// [`StoreError::NameTaken`]. One result per key, in order.
+    fn insert_keys(
+        &self,
+        keys: Vec<NewKey>,
+        at: OffsetDateTime,
+    ) -> StoreFuture<'_, Vec<StoreResult<()>>>;
+    /// Applies one key change (compare-and-set on [`KeyUpdate::expected`]).
+    fn update_key(&self, update: KeyUpdate, at: OffsetDateTime) -> StoreFuture<'_, ()>;
+    /// Sets a key's `last_used_at` to `at` if that is later. Committed, not awaited to disk.
+    fn touch_last_used(&self, id: &str, at: OffsetDateTime) -> StoreFuture<'_, ()>;
+    /// Appends audit entries that record no other change.
+    fn append_audit(
+        &self,
+        entries: Vec<NewEntry>,
+        at: OffsetDateTime,
+        durability: Durability,
+    ) -> StoreFuture<'_, ()>;
+    /// Writes signing-key records and their audit entries in one
+    /// transaction; a key not in its expected state fails the whole change
+    /// with [`StoreError::Conflict`].
+    fn change_signing_keys(
+        &self,
+        changes: Vec<SigningKeyChange>,
+        entries: Vec<NewEntry>,
+        at: OffsetDateTime,
+    ) -> StoreFuture<'_, ()>;
+    /// Records (or with `None` clears) the id of a bootstrap key whose token
+    /// was not handed over yet.
+    fn set_bootstrap_pending(&self, key_id: Option<String>) -> StoreFuture<'_, ()>;
+    /// Records the issuer tokens are bound to.
+    fn record_issuer(&self, issuer: String) -> StoreFuture<'_, ()>;
+    /// Waits until every write so far is on disk.
+    fn flush(&self) -> StoreFuture<'_, ()>;
+
+    fn key(&self, id: &str) -> StoreResult<Option<KeyRecord>>;
+    /// The id of the key that minted token `jti`.
+    fn key_id_for_jti(&self, jti: &str) -> StoreResult<Option<String>>;
+    /// Calls `visit` with keys newest first, starting after key `before`
+    /// (its id), until `visit` returns false.
+    fn scan_keys(
+        &self,
+        before: Option<&str>,
+        visit: &mut dyn FnMut(KeyRecord) -> bool,
+    ) -> StoreResult<()>;
+    /// Whether no key is stored (O(1)).
+    fn has_no_keys(&self) -> StoreResult<bool>;
+    /// The stored status bit of a slot.
+    fn token_status(&self, slot: u64) -> StoreResult<TokenStatus>;
+    /// Every signing key's record.
+    fn signing_keys(&self) -> StoreResult<Vec<SigningKeyInfo>>;
+    /// Entries with `seq > after`, at most `limit`, oldest first.
+    fn audit_page(&self, after: u64, limit: usize) -> StoreResult<Vec<AuditEntry>>;
+    /// The last entry's sequence number and hash.
+    fn audit_head(&self) -> StoreResult<ChainHead>;
+    /// Walks the whole log: numbering, links, hashes and the recorded head.
+    /// `Ok(Err(problem))` is a log that fails verification.
+    fn verify_audit(&self) -> StoreResult<Result<ChainReport, String>>;
+    fn bootstrap_pending(&self) -> StoreResult<Option<String>>;
+    fn recorded_issuer(&self) -> StoreResult<Option<String>>;
+}
