@@ -9,13 +9,12 @@
 //! rules only; it knows no storage.
 
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
 
 /// The hash that precedes the first entry.
 pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
 /// Who did something.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum Actor {
     /// An access key: its id and name.
@@ -50,7 +49,7 @@ struct EntryBody<'a> {
 }
 
 /// One audit log entry, as stored and as served by `GET /v1/audit`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AuditEntry {
     /// Position in the log, from 1, without gaps.
     pub seq: u64,
@@ -61,7 +60,6 @@ pub struct AuditEntry {
     pub action: String,
     /// Usually the id of the key or signing key concerned.
     pub target: Option<String>,
-    #[schema(value_type = Object)]
     pub details: serde_json::Value,
     /// Hex SHA-256 of the previous entry (zeros for the first).
     pub prev_hash: String,

@@ -6,7 +6,6 @@
 use latchkey_verifier::{ALL_ACCOUNTS, Role};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
-use utoipa::ToSchema;
 
 pub const MAX_NAME_CHARS: usize = 100;
 pub const MAX_DESCRIPTION_CHARS: usize = 1000;
@@ -16,7 +15,7 @@ pub const MAX_ACCOUNT_CHARS: usize = 128;
 pub const DEFAULT_EXPIRY_MONTHS: u8 = 6;
 
 /// One problem with one field of a request.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FieldError {
     pub field: String,
     pub message: String,
@@ -32,39 +31,24 @@ impl FieldError {
 }
 
 /// `POST /v1/keys` body.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NewKeyRequest {
     /// 1–100 printable characters (no Unicode Cc, Cf, Zl or Zp), trimmed;
     /// unique compared NFKC case-folded; cannot change later.
-    #[schema(min_length = 1, max_length = 100)]
     pub name: String,
     /// 0–1000 characters; editable.
     #[serde(default)]
-    #[schema(max_length = 1000)]
     pub description: Option<String>,
     /// Non-empty, each role once.
-    #[schema(value_type = Vec<RoleName>, min_items = 1, max_items = 3, example = json!(["cloud_account_viewer"]))]
     pub roles: Vec<String>,
     /// Required with (and only with) `cloud_account_viewer`: 1–1000 account ids
     /// of `[A-Za-z0-9._:-]` (1–128 characters each), or `["*"]` for all.
     #[serde(default)]
-    #[schema(min_items = 1, max_items = 1000)]
     pub accounts: Option<Vec<String>>,
     /// 1 to the configured maximum (default 730); six calendar months when omitted.
     #[serde(default)]
-    #[schema(minimum = 1)]
     pub expires_in_days: Option<u32>,
-}
-
-/// The roles a key can hold (documents `roles` in the OpenAPI schema; the
-/// request keeps strings so an unknown role gets a field-level message).
-#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum RoleName {
-    GlobalAdmin,
-    GlobalViewer,
-    CloudAccountViewer,
 }
 
 /// A request that passed validation.

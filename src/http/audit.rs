@@ -27,6 +27,7 @@ pub struct AuditQuery {
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct AuditPage {
+    #[schema(value_type = Vec<crate::http::schema::AuditEntry>)]
     pub items: Vec<AuditEntry>,
     /// Pass as `after` for the next page; `null` when there is none yet.
     pub next_after: Option<u64>,

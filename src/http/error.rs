@@ -26,6 +26,7 @@ pub struct Problem {
     pub detail: String,
     /// Present on validation failures: one entry per field.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<crate::http::schema::FieldError>>)]
     pub errors: Option<Vec<FieldError>>,
 }
 

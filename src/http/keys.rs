@@ -45,6 +45,7 @@ pub struct KeyView {
     #[schema(format = DateTime)]
     pub created_at: String,
     /// `{id, name}` of the admin key that created it, or `"bootstrap"`.
+    #[schema(value_type = crate::http::schema::Actor)]
     pub created_by: Actor,
     /// Expiry of the key's newest token.
     #[schema(format = DateTime)]
@@ -155,7 +156,7 @@ fn minted_response(state: &ApiState, status: StatusCode, minted: Minted) -> Resp
 }
 
 /// Create a key and mint its token (returned once).
-#[utoipa::path(post, path = "/v1/keys", tag = "keys", request_body = NewKeyRequest,
+#[utoipa::path(post, path = "/v1/keys", tag = "keys", request_body = crate::http::schema::NewKeyRequest,
     security(("bearer" = [])),
     responses(
         (status = 201, description = "Created; the token is shown only in this response", body = KeyWithToken),
