@@ -284,8 +284,11 @@ async fn acknowledged_changes_survive_sigkill_loops() {
             .collect();
         ids.sort();
         let mut tasks = tokio::task::JoinSet::new();
+        // Creates acknowledged in this cycle so far.
+        let created_now = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
         for n in 0..12 {
             let (client, base, admin) = (client.clone(), base.clone(), admin.clone());
+            let created_now = created_now.clone();
             let name = format!("crash-{cycle}-{n}");
             attempted_names.push(name.clone());
             let target = ids.get(n).cloned();
@@ -301,6 +304,7 @@ async fn acknowledged_changes_survive_sigkill_loops() {
                     && r.status() == 201
                     && let Ok(body) = r.json::<Value>().await
                 {
+                    created_now.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                     done.push(("create", body));
                 }
                 if let Some(id) = target {
@@ -330,7 +334,15 @@ async fn acknowledged_changes_survive_sigkill_loops() {
                 done
             });
         }
-        // Let some requests complete and leave others in flight.
+        // Let some requests complete and leave others in flight: wait for
+        // the first acknowledged create (bounded; a loaded machine can take
+        // a while), then a few milliseconds more.
+        for _ in 0..300 {
+            if created_now.load(std::sync::atomic::Ordering::SeqCst) > 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         tokio::time::sleep(Duration::from_millis(5 + (cycle as u64 * 7) % 40)).await;
         server.kill();
         while let Some(result) = tasks.join_next().await {
