@@ -272,6 +272,7 @@ pub async fn gate(
     nginx_bin: &Path,
     load: &LoadOpts,
     rounds: usize,
+    revocations: usize,
 ) -> Result<Value, String> {
     let temp = tempfile::Builder::new()
         .prefix("loadgen-gate-")
@@ -462,11 +463,28 @@ pub async fn gate(
         verdict(checks.rate() >= TARGET_CHECKS_PER_S),
         verdict(check_ratio >= TARGET_CHECK_VS_JWKS)
     );
+    let revocation = revocation_latency(issuer_addr, gated_addr, &token, revocations).await?;
+    println!(
+        "revoke → refused through nginx, from the DELETE's 204, {} revocations: p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms (target p99 ≤ 50 ms): {}",
+        revocation.len(),
+        percentile_ms(&revocation, 0.50),
+        percentile_ms(&revocation, 0.90),
+        percentile_ms(&revocation, 0.99),
+        percentile_ms(&revocation, 1.0),
+        verdict(percentile_ms(&revocation, 0.99) <= 50.0)
+    );
     drop(nginx);
     drop(gate);
     drop(issuer);
     drop(upstream);
     Ok(json!({
+        "revocations": revocation.len(),
+        "revoke_to_refused_ms": {
+            "p50": round(percentile_ms(&revocation, 0.50), 3),
+            "p90": round(percentile_ms(&revocation, 0.90), 3),
+            "p99": round(percentile_ms(&revocation, 0.99), 3),
+            "max": round(percentile_ms(&revocation, 1.0), 3),
+        },
         "scenario": "gate",
         "connections": load.connections,
         "duration_s": load.duration.as_secs_f64(),
@@ -479,6 +497,79 @@ pub async fn gate(
         "gate_check": checks.json(),
         "check_over_jwks": round(check_ratio, 3),
     }))
+}
+
+/// For each of `n` fresh keys: proves it passes through nginx and the gate,
+/// revokes it at the issuer, and measures from the DELETE's 204 until a
+/// request through nginx is refused (polled on fresh connections, bounded
+/// at 5 s per key).
+async fn revocation_latency(
+    issuer: SocketAddr,
+    gated: SocketAddr,
+    admin: &str,
+    n: usize,
+) -> Result<Vec<Duration>, String> {
+    let timeout = Duration::from_secs(5);
+    let bearer = |t: &str| vec![("authorization".to_owned(), format!("Bearer {t}"))];
+    let mut samples = Vec::with_capacity(n);
+    for i in 0..n {
+        let (status, body, _) = servers::call_once(
+            issuer,
+            hyper::Method::POST,
+            "/v1/keys",
+            &bearer(admin),
+            Some(&json!({"name": format!("revocation-{i}-{}", std::process::id()), "roles": ["global_viewer"]})),
+            timeout,
+        )
+        .await?;
+        if status != StatusCode::CREATED {
+            return Err(format!("creating a key answered {status}"));
+        }
+        let created: Value = serde_json::from_slice(&body).map_err(|e| e.to_string())?;
+        let (Some(id), Some(key)) = (created["key"]["id"].as_str(), created["token"].as_str())
+        else {
+            return Err("the create answer has no key id or token".into());
+        };
+        let (status, _, _) = servers::get_once(gated, PATH, &bearer(key), timeout).await?;
+        if status != StatusCode::OK {
+            return Err(format!("a fresh key answered {status} through nginx"));
+        }
+        let (status, _, _) = servers::call_once(
+            issuer,
+            hyper::Method::DELETE,
+            &format!("/v1/keys/{id}"),
+            &bearer(admin),
+            None,
+            timeout,
+        )
+        .await?;
+        if status != StatusCode::NO_CONTENT {
+            return Err(format!("revoking a key answered {status}"));
+        }
+        let revoked_at = Instant::now();
+        loop {
+            let (status, _, _) = servers::get_once(gated, PATH, &bearer(key), timeout).await?;
+            if status == StatusCode::UNAUTHORIZED {
+                samples.push(revoked_at.elapsed());
+                break;
+            }
+            if revoked_at.elapsed() > timeout {
+                return Err(format!(
+                    "a revoked key still answered {status} after {timeout:?}"
+                ));
+            }
+        }
+    }
+    samples.sort();
+    Ok(samples)
+}
+
+fn percentile_ms(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((sorted.len() as f64) * p).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1].as_secs_f64() * 1000.0
 }
 
 fn verdict(met: bool) -> &'static str {

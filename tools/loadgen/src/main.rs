@@ -180,6 +180,9 @@ enum Command {
         /// Pairs of (baseline, target) segments of each comparison.
         #[arg(long, default_value_t = 2)]
         rounds: usize,
+        /// Keys revoked one at a time to measure revoke → refused through nginx.
+        #[arg(long, default_value_t = 200)]
+        revocations: usize,
     },
     /// Print the results file as a Markdown table.
     Summary {

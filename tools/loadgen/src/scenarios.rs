@@ -105,9 +105,10 @@ pub async fn dispatch(command: Command, results: Option<PathBuf>) -> Result<(), 
             nginx,
             load,
             rounds,
+            revocations,
         } => {
             let nginx = nginx.unwrap_or_else(crate::gate::default_nginx);
-            crate::gate::gate(&latchkey_bin, &nginx, &load, rounds).await?
+            crate::gate::gate(&latchkey_bin, &nginx, &load, rounds, revocations).await?
         }
         Command::Summary { file } => {
             print!("{}", summary(&file)?);

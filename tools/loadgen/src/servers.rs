@@ -74,6 +74,42 @@ pub async fn get_once(
     timeout: Duration,
 ) -> Result<(StatusCode, Bytes, Option<String>), String> {
     let request = get_request(addr, path, headers)?;
+    request_once(addr, request, timeout).await
+}
+
+/// One request of any method (with a JSON body if given) on a fresh connection.
+pub async fn call_once(
+    addr: SocketAddr,
+    method: hyper::Method,
+    path: &str,
+    headers: &[(String, String)],
+    json_body: Option<&serde_json::Value>,
+    timeout: Duration,
+) -> Result<(StatusCode, Bytes, Option<String>), String> {
+    let mut builder = Request::builder()
+        .method(method)
+        .uri(path)
+        .header(header::HOST, addr.to_string());
+    for (name, value) in headers {
+        builder = builder.header(name.as_str(), value.as_str());
+    }
+    let body = match json_body {
+        Some(json) => {
+            builder = builder.header(header::CONTENT_TYPE, "application/json");
+            Bytes::from(json.to_string())
+        }
+        None => Bytes::new(),
+    };
+    let request = builder.body(Full::new(body)).map_err(|e| e.to_string())?;
+    request_once(addr, request, timeout).await
+}
+
+async fn request_once(
+    addr: SocketAddr,
+    request: Request<Full<Bytes>>,
+    timeout: Duration,
+) -> Result<(StatusCode, Bytes, Option<String>), String> {
+    let path = request.uri().path().to_owned();
     tokio::time::timeout(timeout, async {
         let stream = tokio::net::TcpStream::connect(addr)
             .await
@@ -103,7 +139,7 @@ pub async fn get_once(
         Ok((status, body, content_type))
     })
     .await
-    .map_err(|_| format!("GET {path} timed out"))?
+    .map_err(|_| format!("{path} timed out"))?
 }
 
 /// Waits until `GET /healthz` answers 200; returns when it did.
