@@ -34,7 +34,8 @@ pub async fn serve(config: Config) -> Result<(), String> {
     service::shutdown(&state).await
 }
 
-async fn shutdown_signal() {
+/// SIGTERM or ctrl-c: what stops `latchkey serve` and `latchkey gate`.
+pub async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };

@@ -28,7 +28,7 @@ const MAX_RETRY: Duration = Duration::from_secs(30);
 pub async fn run(args: GateArgs) -> Result<(), String> {
     init_logging();
     let config = args.resolve()?;
-    serve(config, shutdown_signal()).await
+    serve(config, crate::server::shutdown_signal()).await
 }
 
 /// Serves `config` until `shutdown` completes.
@@ -202,26 +202,4 @@ fn init_logging() {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .try_init();
-}
-
-/// SIGTERM or ctrl-c, like `latchkey serve`.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = terminate => {},
-    }
 }
