@@ -32,6 +32,8 @@ use tempfile::TempDir;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
+use crate::support::eventually;
+
 /// A cached response and when it goes stale.
 #[derive(Clone)]
 struct Cached {
@@ -255,18 +257,6 @@ impl Issuer {
     }
 }
 
-/// Polls `check` every 20 ms for up to `limit`; whether it became true.
-async fn eventually(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if check() {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    check()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cached_older_status_list_never_resurrects_a_revoked_key() {
     // Lists may be cached for a minute; the verifier polls every second.
@@ -281,8 +271,9 @@ async fn a_cached_older_status_list_never_resurrects_a_revoked_key() {
 
     issuer.revoke(&id).await;
     assert!(
-        eventually(Duration::from_secs(5), || verifier.verify(&token)
-            == Err(VerifyError::Revoked))
+        eventually(Duration::from_secs(5), || async {
+            verifier.verify(&token) == Err(VerifyError::Revoked)
+        })
         .await,
         "the stream should refuse the key at once"
     );
@@ -345,15 +336,16 @@ async fn a_stream_that_connects_late_is_reconciled_before_it_vouches_for_the_lis
     issuer.revoke(&id).await;
     drop(holder);
     assert!(
-        eventually(Duration::from_secs(15), || verifier
-            .sync_status()
-            .stream_connected)
+        eventually(Duration::from_secs(15), || async {
+            verifier.sync_status().stream_connected
+        })
         .await,
         "the stream should connect once the slot is free"
     );
     assert!(
-        eventually(Duration::from_secs(5), || verifier.verify(&token)
-            == Err(VerifyError::Revoked))
+        eventually(Duration::from_secs(5), || async {
+            verifier.verify(&token) == Err(VerifyError::Revoked)
+        })
         .await,
         "the key revoked while the stream was unavailable still verifies: {:?}",
         verifier.sync_status()

@@ -32,27 +32,9 @@ use tempfile::TempDir;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::{AbortHandle, JoinHandle};
 
-use crate::support::{latchkey, run};
+use crate::support::{eventually, latchkey, run};
 
 const WAIT: Duration = Duration::from_secs(5);
-
-/// Polls `check` every 5 ms for up to `limit`; whether it became true.
-async fn eventually<F, Fut>(limit: Duration, mut check: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let start = Instant::now();
-    loop {
-        if check().await {
-            return true;
-        }
-        if start.elapsed() > limit {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
 
 /// A TCP proxy on 127.0.0.1 that can cut every connection through it.
 struct Proxy {

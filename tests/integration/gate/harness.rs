@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
@@ -27,28 +27,11 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::{AbortHandle, JoinHandle};
 use tower::ServiceExt;
 
+pub use crate::support::eventually;
 use crate::support::{b64_json, claims_of, header_of};
 
 /// How long bounded polls wait.
 pub const WAIT: Duration = Duration::from_secs(10);
-
-/// Polls `check` every 10 ms for up to `limit`; whether it became true.
-pub async fn eventually<F, Fut>(limit: Duration, mut check: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let start = Instant::now();
-    loop {
-        if check().await {
-            return true;
-        }
-        if start.elapsed() > limit {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
 
 /// A TCP proxy on 127.0.0.1 that can cut every connection through it.
 struct CutProxy {
