@@ -58,9 +58,13 @@ pub async fn open(mut config: Config, clock: SharedClock) -> Result<Opened, Stri
         &config.keys_dir,
         clock.clone(),
     )
+    .await
     .map_err(|e| e.to_string())?;
-    let pending = issuer.bootstrap_pending().map_err(|e| e.to_string())?;
-    let empty = issuer.has_no_keys().map_err(|e| e.to_string())?;
+    let pending = issuer
+        .bootstrap_pending()
+        .await
+        .map_err(|e| e.to_string())?;
+    let empty = issuer.has_no_keys().await.map_err(|e| e.to_string())?;
     let state = AppState::new(config, issuer, clock);
     let bootstrap = match (empty, pending) {
         (true, _) => Some(mint_bootstrap(&state, BOOTSTRAP_KEY_NAME).await?),
@@ -102,7 +106,7 @@ pub async fn shutdown(state: &AppState) -> Result<(), String> {
 /// data directory was initialised (tokens are bound to it); an explicit one
 /// is recorded.
 async fn pin_issuer(store: &dyn Store, config: &mut Config) -> Result<(), String> {
-    let recorded = store.recorded_issuer().map_err(|e| e.to_string())?;
+    let recorded = store.recorded_issuer().await.map_err(|e| e.to_string())?;
     match recorded {
         Some(recorded) if !config.issuer_explicit => config.issuer = recorded,
         Some(recorded) if recorded == config.issuer => {}
@@ -168,13 +172,13 @@ pub async fn mint_admin(
 
 /// Verifies the audit log of a data directory directly (server stopped):
 /// numbering, links, hashes and the recorded head.
-pub fn verify_audit_offline(
+pub async fn verify_audit_offline(
     data_dir: &Path,
 ) -> Result<Result<crate::audit::ChainReport, String>, String> {
     let db = crate::store::sled::open_db(data_dir)?;
     let capacity = Config::default().status_list_capacity;
     let store = SledStore::open(db, capacity).map_err(|e| e.to_string())?;
-    store.verify_audit().map_err(|e| e.to_string())
+    store.verify_audit().await.map_err(|e| e.to_string())
 }
 
 /// Hands a one-time token to the operator: to `file` (mode 0600, never

@@ -126,7 +126,7 @@ async fn show(args: AuditArgs) -> Result<(), CliError> {
 
 async fn run_verify(args: VerifyArgs) -> Result<(), CliError> {
     let report = match &args.data_dir {
-        Some(dir) => crate::service::verify_audit_offline(dir)?,
+        Some(dir) => crate::service::verify_audit_offline(dir).await?,
         None => {
             let client = Client::new(&args.client)?;
             let mut entries = Vec::new();

@@ -76,7 +76,7 @@ pub async fn list_audit(
     if !errors.is_empty() {
         return Err(ApiError::validation(errors));
     }
-    let items = state.issuer.audit_page(after, limit)?;
+    let items = state.issuer.audit_page(after, limit).await?;
     let next_after = if items.len() == limit {
         items.last().map(|e| e.seq)
     } else {

@@ -128,9 +128,14 @@ impl FromRequestParts<ApiState> for Principal {
             .get_all(header::AUTHORIZATION)
             .iter()
             .map(|v| v.as_bytes());
-        let verified = issuer.bearer_token(values).and_then(|token| {
-            issuer.authenticate(token, Some(&state.http.bearers as &dyn VerifiedTokenCache))
-        });
+        let verified = match issuer.bearer_token(values) {
+            Ok(token) => {
+                issuer
+                    .authenticate(token, Some(&state.http.bearers as &dyn VerifiedTokenCache))
+                    .await
+            }
+            Err(refusal) => Err(refusal),
+        };
         match verified {
             Ok(claims) => {
                 let (key, actor) = issuer.caller(claims).await;

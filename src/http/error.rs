@@ -125,6 +125,13 @@ impl IntoResponse for ApiError {
         response
             .headers_mut()
             .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            // Every 503 here is a condition that passes (a limit, a
+            // database coming back): say when to try again.
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("2"));
+        }
         if status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
@@ -155,6 +162,13 @@ impl From<IssuerError> for ApiError {
             IssuerError::Validation(errors) => ApiError::validation(errors),
             IssuerError::UnknownParameter(error) => ApiError::BadParameter(error),
             IssuerError::SigningKeyNotFound(_) => ApiError::NotFound(e.to_string()),
+            IssuerError::Unavailable(m) => {
+                tracing::warn!(error = %m, "a request failed because the database is unavailable");
+                ApiError::Unavailable(
+                    "the database is unavailable, so nothing was changed; retry after a few seconds"
+                        .into(),
+                )
+            }
             IssuerError::Internal(m) => ApiError::Internal(m),
         }
     }

@@ -230,11 +230,14 @@ pub async fn list_keys(
             .map(|q| q.trim().to_owned()),
     };
     let now = state.now();
-    let page = state.issuer.list(
-        &filter,
-        query.cursor.as_deref().filter(|c| !c.is_empty()),
-        limit,
-    )?;
+    let page = state
+        .issuer
+        .list(
+            &filter,
+            query.cursor.as_deref().filter(|c| !c.is_empty()),
+            limit,
+        )
+        .await?;
     Ok(axum::Json(KeyList {
         items: page.items.iter().map(|r| KeyView::new(r, now)).collect(),
         next_cursor: page.next_cursor,
@@ -256,7 +259,7 @@ pub async fn get_key(
     Path(id): Path<String>,
 ) -> Result<axum::Json<KeyView>, ApiError> {
     principal.require(&state, Need::Reader).await?;
-    let record = state.issuer.describe(&id)?;
+    let record = state.issuer.describe(&id).await?;
     Ok(axum::Json(KeyView::new(&record, state.now())))
 }
 

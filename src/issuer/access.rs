@@ -56,7 +56,7 @@ impl Refusal {
 
 /// Tokens whose signature and claims already verified under a key set
 /// (kept by the caller, e.g. the HTTP layer's bounded cache).
-pub trait VerifiedTokenCache {
+pub trait VerifiedTokenCache: Sync {
     /// The claims of `token` if it verified under exactly `keys`.
     fn get(&self, token: &str, keys: &Arc<KeySnapshot>) -> Option<AccessClaims>;
     fn insert(&self, token: &str, keys: Arc<KeySnapshot>, claims: AccessClaims);
@@ -95,7 +95,7 @@ impl Issuer {
     /// Verifies `token` and checks that it is live now; the one rule for
     /// "is this token live". `cache` may hold tokens verified before under
     /// the same key set (then only the clock is checked again).
-    pub fn authenticate(
+    pub async fn authenticate(
         &self,
         token: &str,
         cache: Option<&dyn VerifiedTokenCache>,
@@ -124,11 +124,11 @@ impl Issuer {
                 claims
             }
         };
-        self.check_live(&claims)?;
+        self.check_live(&claims).await?;
         Ok(claims)
     }
 
-    fn check_live(&self, claims: &AccessClaims) -> Result<(), Refusal> {
+    async fn check_live(&self, claims: &AccessClaims) -> Result<(), Refusal> {
         let slot = self
             .lists
             .slot_of(&claims.status.status_list)
@@ -138,14 +138,13 @@ impl Issuer {
                     "the key's status list is not one of this issuer's",
                 )
             })?;
-        let status = self.store.token_status(slot).map_err(|_| {
-            Refusal::new(
-                "status_unavailable",
-                "the key's status could not be read; try again",
-            )
-        })?;
-        check_status(status).map_err(Refusal::verify)?;
-        let record = match self.store.key(&claims.sub) {
+        // The published bit: this process's own changes are on it before
+        // they are acknowledged, other replicas' within the push latency.
+        // The record read next is the store's current word either way.
+        if let Some(status) = self.board.get(slot) {
+            check_status(status).map_err(Refusal::verify)?;
+        }
+        let record = match self.store.key(&claims.sub).await {
             Ok(Some(record)) => record,
             _ => {
                 return Err(Refusal::new(
@@ -189,7 +188,7 @@ impl Issuer {
     /// key, any other key only itself); otherwise `None`, whatever the
     /// reason. Introspecting a live token counts as a use of its key.
     pub async fn introspect(&self, caller: &VerifiedKey, token: &str) -> Option<AccessClaims> {
-        let claims = self.authenticate(token, None).ok()?;
+        let claims = self.authenticate(token, None).await.ok()?;
         if !(caller.can_read_all() || caller.id == claims.sub) {
             return None;
         }
@@ -215,7 +214,7 @@ impl Issuer {
             if jti.is_empty() || jti.len() > MAX_JTI_LEN {
                 continue;
             }
-            if let Some(key_id) = self.store.key_id_for_jti(jti)? {
+            if let Some(key_id) = self.store.key_id_for_jti(jti).await? {
                 keys.insert(key_id);
             }
         }

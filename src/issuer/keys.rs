@@ -55,14 +55,14 @@ pub struct KeyFilter {
 
 impl Issuer {
     /// Signs a new token for `record`, valid until `expires_at`.
-    fn mint(
+    async fn mint(
         &self,
         record: &KeyRecord,
         signing_key: &SigningKey,
         now: OffsetDateTime,
         expires_at: OffsetDateTime,
     ) -> IssuerResult<(TokenSlot, String)> {
-        let slot = self.store.allocate_slot()?;
+        let slot = self.store.allocate_slot().await?;
         let jti = Uuid::now_v7().to_string();
         let claims = AccessClaims {
             iss: self.settings.issuer.clone(),
@@ -125,7 +125,9 @@ impl Issuer {
             signing_kid: signing_key.kid().to_owned(),
             tokens: Vec::new(),
         };
-        let (slot, token) = self.mint(&record, &signing_key, now, record.expires_at)?;
+        let (slot, token) = self
+            .mint(&record, &signing_key, now, record.expires_at)
+            .await?;
         let entry = NewEntry {
             actor: actor.clone(),
             action: "key.create",
@@ -153,20 +155,20 @@ impl Issuer {
     }
 
     /// One key.
-    pub fn describe(&self, id: &str) -> IssuerResult<KeyRecord> {
-        self.store.key(id)?.ok_or(IssuerError::NotFound)
+    pub async fn describe(&self, id: &str) -> IssuerResult<KeyRecord> {
+        self.store.key(id).await?.ok_or(IssuerError::NotFound)
     }
 
     /// Keys newest first, `limit` at most, after `cursor` (the
     /// `next_cursor` of the previous page: a key id this issuer handed out).
-    pub fn list(
+    pub async fn list(
         &self,
         filter: &KeyFilter,
         cursor: Option<&str>,
         limit: usize,
     ) -> IssuerResult<KeyPage> {
         if let Some(cursor) = cursor
-            && self.store.key(cursor)?.is_none()
+            && self.store.key(cursor).await?.is_none()
         {
             return Err(IssuerError::UnknownParameter(FieldError::new(
                 "cursor",
@@ -177,25 +179,27 @@ impl Issuer {
         let query = filter.query.as_ref().map(|q| q.to_lowercase());
         let mut items = Vec::with_capacity(limit.min(512));
         let mut next_cursor = None;
-        self.store.scan_keys(cursor, &mut |record| {
-            if let Some(status) = filter.status
-                && record.status(now) != status
-            {
-                return true;
-            }
-            if let Some(q) = &query
-                && !record.name.to_lowercase().contains(q.as_str())
-                && !record.description.to_lowercase().contains(q.as_str())
-            {
-                return true;
-            }
-            if items.len() == limit {
-                next_cursor = items.last().map(|r: &KeyRecord| r.id.clone());
-                return false;
-            }
-            items.push(record);
-            true
-        })?;
+        self.store
+            .scan_keys(cursor, &mut |record| {
+                if let Some(status) = filter.status
+                    && record.status(now) != status
+                {
+                    return true;
+                }
+                if let Some(q) = &query
+                    && !record.name.to_lowercase().contains(q.as_str())
+                    && !record.description.to_lowercase().contains(q.as_str())
+                {
+                    return true;
+                }
+                if items.len() == limit {
+                    next_cursor = items.last().map(|r: &KeyRecord| r.id.clone());
+                    return false;
+                }
+                items.push(record);
+                true
+            })
+            .await?;
         Ok(KeyPage { items, next_cursor })
     }
 
@@ -211,7 +215,7 @@ impl Issuer {
         change: impl Fn(&mut KeyRecord) -> IssuerResult<serde_json::Value>,
     ) -> IssuerResult<KeyRecord> {
         for _ in 0..MAX_ATTEMPTS {
-            let expected = self.describe(id)?;
+            let expected = self.describe(id).await?;
             let mut record = expected.clone();
             let details = change(&mut record)?;
             let mut statuses = Vec::new();
@@ -337,12 +341,12 @@ impl Issuer {
         let expires_at =
             crate::validation::expiry(expires_in_days, self.settings.max_expiry_days, now)
                 .map_err(|e| IssuerError::Validation(vec![e]))?;
-        let current = self.describe(id)?;
+        let current = self.describe(id).await?;
         if current.state == KeyState::Revoked {
             return Err(IssuerError::AlreadyRevoked);
         }
         let signing_key = self.keyring.snapshot().active.clone();
-        let (slot, token) = self.mint(&current, &signing_key, now, expires_at)?;
+        let (slot, token) = self.mint(&current, &signing_key, now, expires_at).await?;
         let kid = signing_key.kid().to_owned();
         let record = self
             .change_key(actor, id, now, "key.renew", |record| {

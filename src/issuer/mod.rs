@@ -72,6 +72,9 @@ pub enum IssuerError {
     /// A signing-key change that does not apply (retire the active key...).
     #[error("{0}")]
     Conflict(String),
+    /// The database cannot be reached; nothing changed, retry later.
+    #[error("the database is unavailable: {0}")]
+    Unavailable(String),
     /// Something inside failed; the message is for the operator's log.
     #[error("{0}")]
     Internal(String),
@@ -83,6 +86,7 @@ impl From<StoreError> for IssuerError {
             StoreError::NotFound => IssuerError::NotFound,
             StoreError::NameTaken(name) => IssuerError::NameTaken(name),
             StoreError::Conflict(m) => IssuerError::Conflict(m),
+            StoreError::Unavailable(m) => IssuerError::Unavailable(m),
             StoreError::Internal(m) => IssuerError::Internal(m),
         }
     }
@@ -151,13 +155,13 @@ impl std::fmt::Debug for Issuer {
 
 impl Issuer {
     /// The issuer over an initialised store (one with an active signing key).
-    pub fn open(
+    pub async fn open(
         store: Arc<dyn Store>,
         settings: IssuerSettings,
         keys_dir: &std::path::Path,
         clock: SharedClock,
     ) -> IssuerResult<Issuer> {
-        let boot = store.boot()?;
+        let boot = store.boot().await?;
         let board = Arc::new(StatusBoard::new(
             boot.list_capacity,
             boot.next_slot,
@@ -182,7 +186,7 @@ impl Issuer {
             }
             published.apply(&commit.changes);
         }));
-        let keyring = KeyRing::open(keys_dir, store.signing_keys()?)?;
+        let keyring = KeyRing::open(keys_dir, store.signing_keys().await?)?;
         let expectations =
             Expectations::new(settings.issuer.clone(), settings.primary_audience.clone());
         Ok(Issuer {
@@ -224,13 +228,13 @@ impl Issuer {
     }
 
     /// Whether no key exists yet.
-    pub fn has_no_keys(&self) -> IssuerResult<bool> {
-        Ok(self.store.has_no_keys()?)
+    pub async fn has_no_keys(&self) -> IssuerResult<bool> {
+        Ok(self.store.has_no_keys().await?)
     }
 
     /// The id of a bootstrap key whose token was not handed over yet.
-    pub fn bootstrap_pending(&self) -> IssuerResult<Option<String>> {
-        Ok(self.store.bootstrap_pending()?)
+    pub async fn bootstrap_pending(&self) -> IssuerResult<Option<String>> {
+        Ok(self.store.bootstrap_pending().await?)
     }
 
     /// Records (or clears) the bootstrap key whose token is being handed over.
@@ -240,8 +244,8 @@ impl Issuer {
 
     /// A page of the audit log: entries after `after`, at most `limit`.
     /// An `after` beyond the last entry was never handed out.
-    pub fn audit_page(&self, after: u64, limit: usize) -> IssuerResult<Vec<AuditEntry>> {
-        let head = self.store.audit_head()?;
+    pub async fn audit_page(&self, after: u64, limit: usize) -> IssuerResult<Vec<AuditEntry>> {
+        let head = self.store.audit_head().await?;
         if after > head.seq {
             return Err(IssuerError::UnknownParameter(FieldError::new(
                 "after",
@@ -251,12 +255,12 @@ impl Issuer {
                 ),
             )));
         }
-        Ok(self.store.audit_page(after, limit)?)
+        Ok(self.store.audit_page(after, limit).await?)
     }
 
     /// Walks the whole audit log. `Ok(Err(problem))`: it fails verification.
-    pub fn verify_audit(&self) -> IssuerResult<Result<ChainReport, String>> {
-        Ok(self.store.verify_audit()?)
+    pub async fn verify_audit(&self) -> IssuerResult<Result<ChainReport, String>> {
+        Ok(self.store.verify_audit().await?)
     }
 
     /// Waits until every change so far is on disk.

@@ -8,6 +8,7 @@
 //! before that transaction (a crash then leaves only an unrecorded file,
 //! removed if the transaction fails); a retired key's file is removed after.
 
+use std::collections::HashSet;
 use std::path::Path;
 
 use latchkey_verifier::jwk::SigningAlgorithm;
@@ -43,7 +44,7 @@ pub async fn initialise(
     alg: SigningAlgorithm,
     now: time::OffsetDateTime,
 ) -> IssuerResult<()> {
-    if !store.signing_keys()?.is_empty() {
+    if !store.signing_keys().await?.is_empty() {
         return Ok(());
     }
     let info = KeyRing::generate_first(keys_dir, alg, now)?;
@@ -82,7 +83,7 @@ impl Issuer {
         self.store
             .change_signing_keys(to_store(changes), entries, self.now())
             .await?;
-        self.keyring.install(self.store.signing_keys()?)?;
+        self.keyring.install(self.store.signing_keys().await?)?;
         Ok(())
     }
 
@@ -91,7 +92,7 @@ impl Issuer {
     pub async fn rotate(&self, actor: &Actor, immediate: bool) -> IssuerResult<SigningKeyInfo> {
         let now = self.now();
         let lead = time::Duration::seconds(self.settings.rotation_lead_time_secs as i64);
-        let infos = self.store.signing_keys()?;
+        let infos = self.store.signing_keys().await?;
         let staged = self.keyring.stage_generated(
             &infos,
             self.settings.signing_algorithm,
@@ -123,7 +124,7 @@ impl Issuer {
     ) -> IssuerResult<SigningKeyInfo> {
         let now = self.now();
         let lead = time::Duration::seconds(self.settings.rotation_lead_time_secs as i64);
-        let infos = self.store.signing_keys()?;
+        let infos = self.store.signing_keys().await?;
         let staged = self
             .keyring
             .stage_imported(&infos, alg, pkcs8, now, lead, immediate)?;
@@ -143,7 +144,7 @@ impl Issuer {
 
     /// Retires a signing key by hand; its tokens stop verifying.
     pub async fn retire(&self, actor: &Actor, kid: &str) -> IssuerResult<SigningKeyInfo> {
-        let infos = self.store.signing_keys()?;
+        let infos = self.store.signing_keys().await?;
         let (info, expected) = keyring::plan_retire(&infos, kid, self.now())?;
         let audit = entry(actor, "signing_key.retire", kid, json!({"manual": true}));
         self.commit_key_change(vec![(info.clone(), expected)], vec![audit])
@@ -152,14 +153,24 @@ impl Issuer {
         Ok(info)
     }
 
-    /// Whether a live token (not expired, not revoked) was signed by `kid`.
-    fn kid_in_use(&self, kid: &str) -> IssuerResult<bool> {
+    /// Which of `kids` signed a live token (not expired, not revoked):
+    /// one scan of the registry, stopping once every one is found.
+    async fn kids_in_use(&self, kids: &[String]) -> IssuerResult<HashSet<String>> {
         let now = self.now().unix_timestamp();
-        let mut found = false;
-        self.store.scan_keys(None, &mut |record| {
-            found = record.has_live_token_of(kid, now);
-            !found
-        })?;
+        let mut found = HashSet::new();
+        if kids.is_empty() {
+            return Ok(found);
+        }
+        self.store
+            .scan_keys(None, &mut |record| {
+                for kid in kids {
+                    if !found.contains(kid) && record.has_live_token_of(kid, now) {
+                        found.insert(kid.clone());
+                    }
+                }
+                found.len() < kids.len()
+            })
+            .await?;
         Ok(found)
     }
 
@@ -184,9 +195,14 @@ impl Issuer {
                 self.rotate(&Actor::system(), false).await?;
             }
         }
-        let infos = self.store.signing_keys()?;
-        let (changes, events) =
-            keyring::plan_maintenance(&infos, now, |kid| self.kid_in_use(kid).unwrap_or(true));
+        let infos = self.store.signing_keys().await?;
+        let previous: Vec<String> = infos
+            .iter()
+            .filter(|i| i.state == SigningKeyState::Previous || i.state == SigningKeyState::Active)
+            .map(|i| i.kid.clone())
+            .collect();
+        let in_use = self.kids_in_use(&previous).await?;
+        let (changes, events) = keyring::plan_maintenance(&infos, now, |kid| in_use.contains(kid));
         if events.is_empty() {
             return Ok(events);
         }

@@ -66,6 +66,7 @@ async fn open(dir: &Path, clock: FixedClock) -> Fixture {
         &config.keys_dir,
         Arc::new(clock.clone()),
     )
+    .await
     .unwrap();
     Fixture {
         issuer: Arc::new(issuer),
@@ -87,9 +88,9 @@ fn admin() -> Actor {
 }
 
 /// The actions of every audit entry, in order, after checking the chain.
-fn audited(issuer: &Issuer) -> Vec<String> {
-    let report = issuer.verify_audit().unwrap().unwrap();
-    let entries = issuer.audit_page(0, 10_000).unwrap();
+async fn audited(issuer: &Issuer) -> Vec<String> {
+    let report = issuer.verify_audit().await.unwrap().unwrap();
+    let entries = issuer.audit_page(0, 10_000).await.unwrap();
     assert_eq!(
         report.entries,
         entries.len() as u64,
@@ -126,9 +127,12 @@ async fn names_are_unique_under_concurrent_creates_in_any_letter_case() {
         }
     }
     assert_eq!(created, 1, "exactly one of the look-alike names is created");
-    let page = f.issuer.list(&Default::default(), None, 100).unwrap();
+    let page = f.issuer.list(&Default::default(), None, 100).await.unwrap();
     assert_eq!(page.items.len(), 1);
-    assert_eq!(audited(&f.issuer), ["signing_key.create", "key.create"]);
+    assert_eq!(
+        audited(&f.issuer).await,
+        ["signing_key.create", "key.create"]
+    );
 }
 
 #[tokio::test]
@@ -155,25 +159,25 @@ async fn renew_keeps_or_revokes_the_previous_tokens() {
     );
     for token in [&first.token, &second.token] {
         assert!(
-            f.issuer.authenticate(token, None).is_ok(),
+            f.issuer.authenticate(token, None).await.is_ok(),
             "both tokens live"
         );
     }
 
     let third = f.issuer.renew(&admin(), &id, None, true).await.unwrap();
     for old in [&first.token, &second.token] {
-        let refusal = f.issuer.authenticate(old, None).unwrap_err();
+        let refusal = f.issuer.authenticate(old, None).await.unwrap_err();
         assert_eq!(refusal.code, "revoked");
     }
-    assert!(f.issuer.authenticate(&third.token, None).is_ok());
-    let record = f.issuer.describe(&id).unwrap();
+    assert!(f.issuer.authenticate(&third.token, None).await.is_ok());
+    let record = f.issuer.describe(&id).await.unwrap();
     assert_eq!(record.status(f.clock.now()), KeyStatus::Active);
     let revoked: Vec<bool> = record.tokens.iter().map(|t| t.revoked).collect();
     assert_eq!(revoked, [true, true, false]);
     for token in &record.tokens[..2] {
         assert_eq!(f.issuer.board().get(token.slot), Some(TokenStatus::Invalid));
     }
-    let entries = f.issuer.audit_page(0, 100).unwrap();
+    let entries = f.issuer.audit_page(0, 100).await.unwrap();
     let last = entries.last().unwrap();
     assert_eq!(last.action, "key.renew");
     assert_eq!(last.details["revoke_previous"], true);
@@ -198,7 +202,11 @@ async fn suspend_and_resume_move_the_status_bit_both_ways() {
     assert_eq!(suspended.status(f.clock.now()), KeyStatus::Suspended);
     assert_eq!(f.issuer.board().get(slot), Some(TokenStatus::Suspended));
     assert_eq!(
-        f.issuer.authenticate(&minted.token, None).unwrap_err().code,
+        f.issuer
+            .authenticate(&minted.token, None)
+            .await
+            .unwrap_err()
+            .code,
         "suspended"
     );
     assert!(matches!(
@@ -208,13 +216,13 @@ async fn suspend_and_resume_move_the_status_bit_both_ways() {
 
     f.issuer.resume(&admin(), &id).await.unwrap();
     assert_eq!(f.issuer.board().get(slot), Some(TokenStatus::Valid));
-    assert!(f.issuer.authenticate(&minted.token, None).is_ok());
+    assert!(f.issuer.authenticate(&minted.token, None).await.is_ok());
     assert!(matches!(
         f.issuer.resume(&admin(), &id).await,
         Err(IssuerError::InvalidState(_))
     ));
     assert_eq!(
-        audited(&f.issuer),
+        audited(&f.issuer).await,
         [
             "signing_key.create",
             "key.create",
@@ -234,7 +242,11 @@ async fn revoke_is_final_even_after_a_restart() {
     let id = minted.record.id.clone();
     f.issuer.revoke(&admin(), &id).await.unwrap();
     assert_eq!(
-        f.issuer.authenticate(&minted.token, None).unwrap_err().code,
+        f.issuer
+            .authenticate(&minted.token, None)
+            .await
+            .unwrap_err()
+            .code,
         "revoked"
     );
     drop(f);
@@ -243,7 +255,11 @@ async fn revoke_is_final_even_after_a_restart() {
     let slot = minted.record.tokens[0].slot;
     assert_eq!(f.issuer.board().get(slot), Some(TokenStatus::Invalid));
     assert_eq!(
-        f.issuer.authenticate(&minted.token, None).unwrap_err().code,
+        f.issuer
+            .authenticate(&minted.token, None)
+            .await
+            .unwrap_err()
+            .code,
         "revoked"
     );
     assert!(matches!(
@@ -269,7 +285,7 @@ async fn revoke_is_final_even_after_a_restart() {
         Err(IssuerError::AlreadyRevoked)
     ));
     assert_eq!(
-        f.issuer.describe(&id).unwrap().status(f.clock.now()),
+        f.issuer.describe(&id).await.unwrap().status(f.clock.now()),
         KeyStatus::Revoked
     );
 }
@@ -303,7 +319,7 @@ async fn each_change_is_one_audit_entry_and_the_chain_holds() {
     f.issuer.revoke(&admin(), &id).await.unwrap();
     f.issuer.rotate(&admin(), false).await.unwrap();
     assert_eq!(
-        audited(&f.issuer),
+        audited(&f.issuer).await,
         [
             "signing_key.create",
             "key.create",
@@ -315,7 +331,7 @@ async fn each_change_is_one_audit_entry_and_the_chain_holds() {
             "signing_key.rotate",
         ]
     );
-    let entries = f.issuer.audit_page(0, 100).unwrap();
+    let entries = f.issuer.audit_page(0, 100).await.unwrap();
     for pair in entries.windows(2) {
         assert_eq!(pair[1].prev_hash, pair[0].hash);
         assert_eq!(pair[1].seq, pair[0].seq + 1);
@@ -327,8 +343,8 @@ async fn a_signing_key_change_and_its_audit_entry_commit_together() {
     let dir = tempfile::tempdir().unwrap();
     let clock = FixedClock::at(START);
     let f = open(dir.path(), clock.clone()).await;
-    let keys_before = f.store.signing_keys().unwrap();
-    let head_before = f.store.audit_head().unwrap();
+    let keys_before = f.store.signing_keys().await.unwrap();
+    let head_before = f.store.audit_head().await.unwrap();
 
     // A crash after the key records are written, before their audit entry.
     f.store.inject_crash_before_signing_key_audit();
@@ -338,11 +354,15 @@ async fn a_signing_key_change_and_its_audit_entry_commit_together() {
         "{failed:?}"
     );
     assert_eq!(
-        f.store.signing_keys().unwrap(),
+        f.store.signing_keys().await.unwrap(),
         keys_before,
         "no key change"
     );
-    assert_eq!(f.store.audit_head().unwrap(), head_before, "no audit entry");
+    assert_eq!(
+        f.store.audit_head().await.unwrap(),
+        head_before,
+        "no audit entry"
+    );
     assert_eq!(
         f.issuer.signing_keys(),
         keys_before,
@@ -352,8 +372,8 @@ async fn a_signing_key_change_and_its_audit_entry_commit_together() {
 
     // Reopened from disk: neither half is there, and no stray key file.
     let f = open(dir.path(), clock).await;
-    assert_eq!(f.store.signing_keys().unwrap(), keys_before);
-    assert_eq!(f.store.audit_head().unwrap(), head_before);
+    assert_eq!(f.store.signing_keys().await.unwrap(), keys_before);
+    assert_eq!(f.store.audit_head().await.unwrap(), head_before);
     let files = std::fs::read_dir(dir.path().join("keys")).unwrap().count();
     assert_eq!(
         files,
@@ -364,18 +384,19 @@ async fn a_signing_key_change_and_its_audit_entry_commit_together() {
     // Without the crash, both halves are written.
     let info = f.issuer.rotate(&admin(), true).await.unwrap();
     assert_eq!(info.state, SigningKeyState::Active);
-    let entries = f.issuer.audit_page(head_before.seq, 10).unwrap();
+    let entries = f.issuer.audit_page(head_before.seq, 10).await.unwrap();
     assert_eq!(entries.len(), 1);
     assert_eq!(entries[0].action, "signing_key.rotate");
     assert_eq!(entries[0].target.as_deref(), Some(info.kid.as_str()));
     let states: Vec<_> = f
         .store
         .signing_keys()
+        .await
         .unwrap()
         .into_iter()
         .map(|k| (k.kid, k.state))
         .collect();
     assert!(states.contains(&(info.kid.clone(), SigningKeyState::Active)));
     assert!(states.contains(&(keys_before[0].kid.clone(), SigningKeyState::Previous)));
-    assert!(f.issuer.verify_audit().unwrap().is_ok());
+    assert!(f.issuer.verify_audit().await.unwrap().is_ok());
 }

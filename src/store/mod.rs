@@ -22,9 +22,10 @@
 //! - a signing-key change names the state each key must still be in;
 //! - status slots and the status change sequence are allocated by the store.
 //!
-//! Writes are asynchronous and resolve when the write is committed and, for
-//! every write but [`Store::touch_last_used`] and [`Store::append_audit`]
-//! with [`Durability::Committed`], on disk. Reads are synchronous and cheap.
+//! Every operation is asynchronous (an engine may be a network away). Writes
+//! resolve when the write is committed and, for every write but
+//! [`Store::touch_last_used`] and [`Store::append_audit`] with
+//! [`Durability::Committed`], on disk.
 //! [`Store::set_commit_hook`] reports this process's committed status
 //! changes in commit order, which is how the published status lists follow
 //! the store.
@@ -54,6 +55,10 @@ pub enum StoreError {
     /// The record (or signing key) changed since it was read.
     #[error("{0}")]
     Conflict(String),
+    /// The engine cannot be reached now (a database connection is down);
+    /// the change was not made and may be retried.
+    #[error("the database is unavailable: {0}")]
+    Unavailable(String),
     /// The engine failed; the message is for the operator, not for clients.
     #[error("storage error: {0}")]
     Internal(String),
@@ -133,16 +138,21 @@ pub struct StatusCommit {
 /// Called after each commit, in commit order, before the write resolves.
 pub type CommitHook = Box<dyn Fn(&StatusCommit) + Send + Sync>;
 
+/// A result as a ready future (engines whose reads do not wait).
+pub fn ready<'a, T: Send + 'a>(result: StoreResult<T>) -> StoreFuture<'a, T> {
+    Box::pin(std::future::ready(result))
+}
+
 /// The issuer's persistence.
 pub trait Store: Send + Sync + std::fmt::Debug {
     /// What the domain rebuilds its in-memory state from.
-    fn boot(&self) -> StoreResult<Boot>;
+    fn boot(&self) -> StoreFuture<'_, Boot>;
     /// Reports committed status changes (replaces any earlier hook).
     fn set_commit_hook(&self, hook: CommitHook);
     /// Entries per status list.
     fn list_capacity(&self) -> u64;
     /// Allocates a status slot, never handed out before.
-    fn allocate_slot(&self) -> StoreResult<u64>;
+    fn allocate_slot(&self) -> StoreFuture<'_, u64>;
 
     /// Inserts keys, each on its own: a taken name fails only its key with
     /// [`StoreError::NameTaken`]. One result per key, in order.
@@ -179,29 +189,27 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Waits until every write so far is on disk.
     fn flush(&self) -> StoreFuture<'_, ()>;
 
-    fn key(&self, id: &str) -> StoreResult<Option<KeyRecord>>;
+    fn key<'a>(&'a self, id: &'a str) -> StoreFuture<'a, Option<KeyRecord>>;
     /// The id of the key that minted token `jti`.
-    fn key_id_for_jti(&self, jti: &str) -> StoreResult<Option<String>>;
+    fn key_id_for_jti<'a>(&'a self, jti: &'a str) -> StoreFuture<'a, Option<String>>;
     /// Calls `visit` with keys newest first, starting after key `before`
     /// (its id), until `visit` returns false.
-    fn scan_keys(
-        &self,
-        before: Option<&str>,
-        visit: &mut dyn FnMut(KeyRecord) -> bool,
-    ) -> StoreResult<()>;
+    fn scan_keys<'a>(
+        &'a self,
+        before: Option<&'a str>,
+        visit: &'a mut (dyn FnMut(KeyRecord) -> bool + Send),
+    ) -> StoreFuture<'a, ()>;
     /// Whether no key is stored (O(1)).
-    fn has_no_keys(&self) -> StoreResult<bool>;
-    /// The stored status bit of a slot.
-    fn token_status(&self, slot: u64) -> StoreResult<TokenStatus>;
+    fn has_no_keys(&self) -> StoreFuture<'_, bool>;
     /// Every signing key's record.
-    fn signing_keys(&self) -> StoreResult<Vec<SigningKeyInfo>>;
+    fn signing_keys(&self) -> StoreFuture<'_, Vec<SigningKeyInfo>>;
     /// Entries with `seq > after`, at most `limit`, oldest first.
-    fn audit_page(&self, after: u64, limit: usize) -> StoreResult<Vec<AuditEntry>>;
+    fn audit_page(&self, after: u64, limit: usize) -> StoreFuture<'_, Vec<AuditEntry>>;
     /// The last entry's sequence number and hash.
-    fn audit_head(&self) -> StoreResult<ChainHead>;
+    fn audit_head(&self) -> StoreFuture<'_, ChainHead>;
     /// Walks the whole log: numbering, links, hashes and the recorded head.
     /// `Ok(Err(problem))` is a log that fails verification.
-    fn verify_audit(&self) -> StoreResult<Result<ChainReport, String>>;
-    fn bootstrap_pending(&self) -> StoreResult<Option<String>>;
-    fn recorded_issuer(&self) -> StoreResult<Option<String>>;
+    fn verify_audit(&self) -> StoreFuture<'_, Result<ChainReport, String>>;
+    fn bootstrap_pending(&self) -> StoreFuture<'_, Option<String>>;
+    fn recorded_issuer(&self) -> StoreFuture<'_, Option<String>>;
 }

@@ -18,7 +18,7 @@ use crate::store::sled_layout::*;
 use crate::store::sled_write::{Committer, Job, Op, Outcome};
 use crate::store::{
     Boot, CommitHook, Durability, KeyUpdate, NewKey, SigningKeyChange, Store, StoreError,
-    StoreFuture, StoreResult,
+    StoreFuture, StoreResult, ready,
 };
 
 pub use crate::store::sled_layout::{IndexRebuild, open_db};
@@ -182,8 +182,8 @@ fn now_utc() -> OffsetDateTime {
 }
 
 impl Store for SledStore {
-    fn boot(&self) -> StoreResult<Boot> {
-        Ok(self.boot.clone())
+    fn boot(&self) -> StoreFuture<'_, Boot> {
+        ready(Ok(self.boot.clone()))
     }
 
     fn set_commit_hook(&self, hook: CommitHook) {
@@ -196,8 +196,8 @@ impl Store for SledStore {
         self.list_capacity
     }
 
-    fn allocate_slot(&self) -> StoreResult<u64> {
-        Ok(self.next_slot.fetch_add(1, Ordering::SeqCst))
+    fn allocate_slot(&self) -> StoreFuture<'_, u64> {
+        ready(Ok(self.next_slot.fetch_add(1, Ordering::SeqCst)))
     }
 
     fn insert_keys(
@@ -269,26 +269,80 @@ impl Store for SledStore {
         self.submit_one(Op::Flush, now_utc(), true)
     }
 
-    fn key(&self, id: &str) -> StoreResult<Option<KeyRecord>> {
+    fn key<'a>(&'a self, id: &'a str) -> StoreFuture<'a, Option<KeyRecord>> {
+        ready(self.read_key(id))
+    }
+
+    fn key_id_for_jti<'a>(&'a self, jti: &'a str) -> StoreFuture<'a, Option<String>> {
+        ready(
+            self.trees
+                .tokens
+                .get(jti.as_bytes())
+                .map_err(internal)
+                .map(|v| v.map(|v| String::from_utf8_lossy(&v).into_owned())),
+        )
+    }
+
+    fn scan_keys<'a>(
+        &'a self,
+        before: Option<&'a str>,
+        visit: &'a mut (dyn FnMut(KeyRecord) -> bool + Send),
+    ) -> StoreFuture<'a, ()> {
+        ready(self.scan(before, visit))
+    }
+
+    fn has_no_keys(&self) -> StoreFuture<'_, bool> {
+        ready(Ok(self.trees.keys.is_empty()))
+    }
+
+    fn signing_keys(&self) -> StoreFuture<'_, Vec<SigningKeyInfo>> {
+        ready(self.read_signing_keys())
+    }
+
+    fn audit_page(&self, after: u64, limit: usize) -> StoreFuture<'_, Vec<AuditEntry>> {
+        let start = seq_key(after.saturating_add(1));
+        ready(
+            self.trees
+                .audit
+                .range(start..)
+                .take(limit)
+                .map(|item| {
+                    let (_, value) = item.map_err(internal)?;
+                    decode("audit entry", &value)
+                })
+                .collect(),
+        )
+    }
+
+    fn audit_head(&self) -> StoreFuture<'_, ChainHead> {
+        ready(read_head(&self.trees.meta))
+    }
+
+    fn verify_audit(&self) -> StoreFuture<'_, Result<ChainReport, String>> {
+        ready(Ok(verify_stored_chain(&self.trees)))
+    }
+
+    fn bootstrap_pending(&self) -> StoreFuture<'_, Option<String>> {
+        ready(self.meta_text(META_BOOTSTRAP_PENDING))
+    }
+
+    fn recorded_issuer(&self) -> StoreFuture<'_, Option<String>> {
+        ready(self.meta_text(META_ISSUER))
+    }
+}
+
+impl SledStore {
+    fn read_key(&self, id: &str) -> StoreResult<Option<KeyRecord>> {
         match self.trees.keys.get(id.as_bytes()).map_err(internal)? {
             Some(bytes) => decode("key", &bytes).map(Some),
             None => Ok(None),
         }
     }
 
-    fn key_id_for_jti(&self, jti: &str) -> StoreResult<Option<String>> {
-        Ok(self
-            .trees
-            .tokens
-            .get(jti.as_bytes())
-            .map_err(internal)?
-            .map(|v| String::from_utf8_lossy(&v).into_owned()))
-    }
-
-    fn scan_keys(
+    fn scan(
         &self,
         before: Option<&str>,
-        visit: &mut dyn FnMut(KeyRecord) -> bool,
+        visit: &mut (dyn FnMut(KeyRecord) -> bool + Send),
     ) -> StoreResult<()> {
         let iter = match before {
             Some(id) => self.trees.keys.range(..id.as_bytes()),
@@ -303,25 +357,7 @@ impl Store for SledStore {
         Ok(())
     }
 
-    fn has_no_keys(&self) -> StoreResult<bool> {
-        Ok(self.trees.keys.is_empty())
-    }
-
-    fn token_status(&self, slot: u64) -> StoreResult<TokenStatus> {
-        Ok(
-            match self
-                .trees
-                .statuses
-                .get(slot.to_be_bytes())
-                .map_err(internal)?
-            {
-                None => TokenStatus::Valid,
-                Some(v) => TokenStatus::from_bits(v.first().copied().unwrap_or(1)),
-            },
-        )
-    }
-
-    fn signing_keys(&self) -> StoreResult<Vec<SigningKeyInfo>> {
+    fn read_signing_keys(&self) -> StoreResult<Vec<SigningKeyInfo>> {
         let mut infos = Vec::new();
         for item in self.trees.signing_keys.iter() {
             let (_, value) = item.map_err(internal)?;
@@ -330,41 +366,11 @@ impl Store for SledStore {
         Ok(infos)
     }
 
-    fn audit_page(&self, after: u64, limit: usize) -> StoreResult<Vec<AuditEntry>> {
-        let start = seq_key(after.saturating_add(1));
-        self.trees
-            .audit
-            .range(start..)
-            .take(limit)
-            .map(|item| {
-                let (_, value) = item.map_err(internal)?;
-                decode("audit entry", &value)
-            })
-            .collect()
-    }
-
-    fn audit_head(&self) -> StoreResult<ChainHead> {
-        read_head(&self.trees.meta)
-    }
-
-    fn verify_audit(&self) -> StoreResult<Result<ChainReport, String>> {
-        Ok(verify_stored_chain(&self.trees))
-    }
-
-    fn bootstrap_pending(&self) -> StoreResult<Option<String>> {
+    fn meta_text(&self, key: &[u8]) -> StoreResult<Option<String>> {
         Ok(self
             .trees
             .meta
-            .get(META_BOOTSTRAP_PENDING)
-            .map_err(internal)?
-            .map(|v| String::from_utf8_lossy(&v).into_owned()))
-    }
-
-    fn recorded_issuer(&self) -> StoreResult<Option<String>> {
-        Ok(self
-            .trees
-            .meta
-            .get(META_ISSUER)
+            .get(key)
             .map_err(internal)?
             .map(|v| String::from_utf8_lossy(&v).into_owned()))
     }

@@ -131,7 +131,7 @@ async fn an_anonymous_flood_costs_one_small_entry_per_reason_and_minute() {
     assert_eq!(next[0]["details"]["requests"], json!({"GET /v1/audit": 3}));
 
     // The chain still verifies, to the head the API serves.
-    let report = app.state.issuer.verify_audit().unwrap().unwrap();
+    let report = app.state.issuer.verify_audit().await.unwrap().unwrap();
     assert_eq!(report.entries, app.audit_head().await);
 }
 
@@ -173,7 +173,7 @@ async fn a_quiet_minute_is_written_by_maintenance_and_a_pending_one_at_shutdown(
     // No request comes after the minute: the maintenance pass writes it.
     app.clock.advance(90);
     app.state.issuer.flush_due_denials().await;
-    let written = app.state.issuer.audit_page(before, 100).unwrap();
+    let written = app.state.issuer.audit_page(before, 100).await.unwrap();
     assert_eq!(written.len(), 1, "{written:?}");
     assert_eq!(written[0].details["reason"], json!("malformed"));
     assert_eq!(written[0].details["window_start"], json!(rfc3339(minute)));
