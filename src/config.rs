@@ -54,6 +54,19 @@ pub struct ServerArgs {
     /// Seconds verifiers may cache a status list (its `ttl`) [default: 300].
     #[arg(long, env = "LATCHKEY_STATUS_LIST_TTL_SECS", value_name = "SECS")]
     pub status_list_ttl_secs: Option<u64>,
+    /// PostgreSQL URL (postgres://USER:PASSWORD@HOST:PORT/DB?sslmode=...):
+    /// replicas share this database [default: the embedded store in --data-dir].
+    #[arg(
+        long,
+        env = "LATCHKEY_DATABASE_URL",
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    pub database_url: Option<String>,
+    /// Key-encryption key file sealing signing keys in PostgreSQL
+    /// (`latchkey kek generate --out FILE`); required with --database-url.
+    #[arg(long, env = "LATCHKEY_KEY_ENCRYPTION_KEY_FILE", value_name = "FILE")]
+    pub key_encryption_key_file: Option<PathBuf>,
 }
 
 /// The TOML file: the same settings, with underscores.
@@ -75,6 +88,8 @@ pub struct FileConfig {
     pub rotation_lead_time_secs: Option<u64>,
     pub rotation_period_days: Option<u32>,
     pub max_stream_subscribers: Option<usize>,
+    pub database_url: Option<String>,
+    pub key_encryption_key_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -117,6 +132,10 @@ pub struct Config {
     pub rotation_period_days: Option<u32>,
     /// Most concurrent `/v1/status/stream` subscribers; more get 503.
     pub max_stream_subscribers: usize,
+    /// The PostgreSQL database replicas share; `None`: the embedded store.
+    pub database_url: Option<crate::store::postgres::DatabaseUrl>,
+    /// The key-encryption key sealing signing keys in PostgreSQL.
+    pub key_encryption_key_file: Option<PathBuf>,
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -149,6 +168,8 @@ impl Default for Config {
             rotation_lead_time_secs: 3600,
             rotation_period_days: Some(90),
             max_stream_subscribers: 10_000,
+            database_url: None,
+            key_encryption_key_file: None,
         }
     }
 }
@@ -205,6 +226,24 @@ impl Config {
                 1 => Audience::One(list.into_iter().next().unwrap_or_default()),
                 _ => Audience::Many(list),
             };
+        }
+        if let Some(url) = args.database_url.clone().or(file.database_url) {
+            let url = url.trim();
+            if !url.is_empty() {
+                config.database_url = Some(
+                    crate::store::postgres::DatabaseUrl::parse(url)
+                        .map_err(|e| ConfigError(format!("database_url: {e}")))?,
+                );
+            }
+        }
+        config.key_encryption_key_file = args
+            .key_encryption_key_file
+            .clone()
+            .or(file.key_encryption_key_file);
+        if config.database_url.is_some() && config.key_encryption_key_file.is_none() {
+            return Err(ConfigError(
+                "--database-url needs --key-encryption-key-file (LATCHKEY_KEY_ENCRYPTION_KEY_FILE): signing keys are stored sealed under it; create one with `latchkey kek generate --out FILE`".into(),
+            ));
         }
         config.bootstrap_token_file = args
             .bootstrap_token_file

@@ -1,24 +1,115 @@
 //! The set of signing keys: which one signs, which ones are published, and
 //! the JWKS and metadata documents prepared from them.
 //!
-//! Key metadata (state and dates, never key material) lives in the store,
-//! which the domain reads and writes; private keys live in the keys
-//! directory (see [`crate::signing`]). This module decides what a change of
+//! Key metadata (state and dates) lives in the store, which the domain
+//! reads and writes. Private keys live where [`KeyMaterial`] says: files in
+//! the keys directory with the embedded engine (see [`crate::signing`]),
+//! or sealed under the key-encryption key in the store with PostgreSQL
+//! (see [`crate::kek`]), so every replica can load them. This module decides what a change of
 //! the key set is (the new states, each with the state it must replace) and
 //! loads the keys of a recorded set; it writes no records itself. Readers take a
 //! [`KeySnapshot`] through an `ArcSwap`, so minting and serving the JWKS
 //! never wait for a lock; a change of the key set builds a new snapshot,
 //! including the JWKS bytes and ETag, once.
 
-use std::path::{Path, PathBuf};
+use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use latchkey_verifier::jwk::{KeySet, SigningAlgorithm};
 use time::OffsetDateTime;
 
+use crate::kek::Kek;
 pub use crate::model::{SigningKeyInfo, SigningKeyState};
 use crate::signing::{self, SigningKey, SigningKeyError};
+
+/// Where private signing keys are kept.
+#[derive(Debug, Clone)]
+pub enum KeyMaterial {
+    /// PEM files in the keys directory (the embedded engine).
+    Files(PathBuf),
+    /// Sealed under this key-encryption key, in the store (PostgreSQL).
+    Sealed(Arc<Kek>),
+}
+
+/// Sealed private keys by kid, as the store holds them.
+pub type SealedKeys = HashMap<String, Vec<u8>>;
+
+impl KeyMaterial {
+    /// Keeps a new key's private half: writes its file, or returns it
+    /// sealed for the store to record with the key.
+    fn keep(&self, kid: &str, pkcs8: &[u8]) -> Result<Option<Vec<u8>>, KeyRingError> {
+        match self {
+            KeyMaterial::Files(dir) => {
+                std::fs::create_dir_all(dir).map_err(|source| SigningKeyError::Write {
+                    path: dir.to_owned(),
+                    source,
+                })?;
+                signing::write_key_file(&signing::key_file_path(dir, kid), pkcs8)?;
+                Ok(None)
+            }
+            KeyMaterial::Sealed(kek) => {
+                let pem = signing::pkcs8_to_pem(&signing::portable_pkcs8(pkcs8));
+                Ok(Some(
+                    kek.seal(kid, pem.as_bytes())
+                        .map_err(|e| KeyRingError::Sealed(e.to_string()))?,
+                ))
+            }
+        }
+    }
+
+    fn load(
+        &self,
+        info: &SigningKeyInfo,
+        alg: SigningAlgorithm,
+        sealed: &SealedKeys,
+    ) -> Result<SigningKey, KeyRingError> {
+        match self {
+            KeyMaterial::Files(dir) => {
+                let path = signing::key_file_path(dir, &info.kid);
+                if !path.exists() {
+                    return Err(KeyRingError::MissingFile {
+                        kid: info.kid.clone(),
+                        dir: dir.to_owned(),
+                    });
+                }
+                Ok(signing::read_key_file(&path, alg)?)
+            }
+            KeyMaterial::Sealed(kek) => {
+                let blob = sealed
+                    .get(&info.kid)
+                    .ok_or_else(|| KeyRingError::MissingSealed(info.kid.clone()))?;
+                let pem = kek
+                    .open(&info.kid, blob)
+                    .map_err(|e| KeyRingError::Sealed(e.to_string()))?;
+                let invalid = || {
+                    KeyRingError::Sealed(format!(
+                        "sealed signing key {} is not a valid {} private key",
+                        info.kid,
+                        alg.as_str()
+                    ))
+                };
+                let text = std::str::from_utf8(&pem).map_err(|_| invalid())?;
+                let der = signing::pkcs8_from_pem(text).map_err(|_| invalid())?;
+                SigningKey::from_pkcs8(alg, &der).ok_or_else(invalid)
+            }
+        }
+    }
+
+    /// A retired key's private half is no longer needed: removes its file
+    /// (the store drops a sealed key when the key is recorded retired).
+    fn forget(&self, kid: &str) {
+        if let KeyMaterial::Files(dir) = self {
+            let path = signing::key_file_path(dir, kid);
+            if let Err(e) = std::fs::remove_file(&path)
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                tracing::warn!(kid, error = %e, "could not remove a retired key's file");
+            }
+        }
+    }
+}
 
 /// A document served from prepared bytes with an ETag.
 #[derive(Debug, Clone)]
@@ -68,6 +159,10 @@ pub enum KeyRingError {
         "signing key {kid} is recorded but its file is missing from {dir}; restore it or retire the key"
     )]
     MissingFile { kid: String, dir: PathBuf },
+    #[error("signing key {0} is recorded but the database holds no sealed private key for it")]
+    MissingSealed(String),
+    #[error("{0}")]
+    Sealed(String),
     #[error("no signing key with kid {0:?}")]
     NotFound(String),
     #[error("{0}")]
@@ -81,7 +176,7 @@ pub type StateChange = (SigningKeyInfo, Option<SigningKeyState>);
 /// The signing keys of this issuer.
 #[derive(Debug)]
 pub struct KeyRing {
-    keys_dir: PathBuf,
+    material: KeyMaterial,
     current: ArcSwap<KeySnapshot>,
 }
 
@@ -92,41 +187,48 @@ pub enum KeyEvent {
     Retired { kid: String },
 }
 
-/// A new key, its file written, and the changes that add it.
+/// A new key, its private half kept (file written, or sealed here), and
+/// the changes that add it.
 #[derive(Debug)]
 pub struct Staged {
     pub info: SigningKeyInfo,
     pub changes: Vec<StateChange>,
+    /// The private key sealed for the store (with [`KeyMaterial::Sealed`]).
+    pub sealed: Option<Vec<u8>>,
 }
 
 impl KeyRing {
-    /// Generates the first signing key and writes its file; the caller records it.
+    /// Generates the first signing key and keeps its private half; the
+    /// caller records it (with the sealed key, if any).
     pub fn generate_first(
-        keys_dir: &Path,
+        material: &KeyMaterial,
         alg: SigningAlgorithm,
         now: OffsetDateTime,
-    ) -> Result<SigningKeyInfo, KeyRingError> {
-        std::fs::create_dir_all(keys_dir).map_err(|source| SigningKeyError::Write {
-            path: keys_dir.to_owned(),
-            source,
-        })?;
+    ) -> Result<(SigningKeyInfo, Option<Vec<u8>>), KeyRingError> {
         let (key, pkcs8) = SigningKey::generate(alg)?;
-        signing::write_key_file(&signing::key_file_path(keys_dir, key.kid()), &pkcs8)?;
-        Ok(SigningKeyInfo {
-            kid: key.kid().to_owned(),
-            alg: alg.as_str().to_owned(),
-            state: SigningKeyState::Active,
-            created_at: now,
-            activates_at: Some(now),
-            retired_at: None,
-        })
+        let sealed = material.keep(key.kid(), &pkcs8)?;
+        Ok((
+            SigningKeyInfo {
+                kid: key.kid().to_owned(),
+                alg: alg.as_str().to_owned(),
+                state: SigningKeyState::Active,
+                created_at: now,
+                activates_at: Some(now),
+                retired_at: None,
+            },
+            sealed,
+        ))
     }
 
-    /// Loads the keys of the recorded set from their files.
-    pub fn open(keys_dir: &Path, infos: Vec<SigningKeyInfo>) -> Result<KeyRing, KeyRingError> {
-        let snapshot = load_snapshot(keys_dir, infos)?;
+    /// Loads the keys of the recorded set.
+    pub fn open(
+        material: KeyMaterial,
+        infos: Vec<SigningKeyInfo>,
+        sealed: &SealedKeys,
+    ) -> Result<KeyRing, KeyRingError> {
+        let snapshot = load_snapshot(&material, infos, sealed)?;
         Ok(KeyRing {
-            keys_dir: keys_dir.to_owned(),
+            material,
             current: ArcSwap::from_pointee(snapshot),
         })
     }
@@ -137,10 +239,19 @@ impl KeyRing {
     }
 
     /// Installs the key set after a recorded change.
-    pub fn install(&self, infos: Vec<SigningKeyInfo>) -> Result<(), KeyRingError> {
-        let snapshot = load_snapshot(&self.keys_dir, infos)?;
+    pub fn install(
+        &self,
+        infos: Vec<SigningKeyInfo>,
+        sealed: &SealedKeys,
+    ) -> Result<(), KeyRingError> {
+        let snapshot = load_snapshot(&self.material, infos, sealed)?;
         self.current.store(Arc::new(snapshot));
         Ok(())
+    }
+
+    /// Where private keys are kept.
+    pub fn material(&self) -> &KeyMaterial {
+        &self.material
     }
 
     /// Stages a generated key: its file is written now; the changes publish
@@ -192,7 +303,7 @@ impl KeyRing {
             ))
             .into());
         }
-        signing::write_key_file(&signing::key_file_path(&self.keys_dir, key.kid()), pkcs8)?;
+        let sealed = self.material.keep(key.kid(), pkcs8)?;
         let info = SigningKeyInfo {
             kid: key.kid().to_owned(),
             alg: key.alg().as_str().to_owned(),
@@ -214,22 +325,17 @@ impl KeyRing {
             }
         }
         changes.push((info.clone(), None));
-        Ok(Staged { info, changes })
+        Ok(Staged {
+            info,
+            changes,
+            sealed,
+        })
     }
 
     /// A retired (or never recorded) key's private half is no longer
-    /// needed: remove it.
+    /// needed: forget it.
     pub fn remove_key_file(&self, kid: &str) {
-        let path = signing::key_file_path(&self.keys_dir, kid);
-        if let Err(e) = std::fs::remove_file(&path)
-            && e.kind() != std::io::ErrorKind::NotFound
-        {
-            tracing::warn!(kid, error = %e, "could not remove a retired key's file");
-        }
-    }
-
-    pub fn keys_dir(&self) -> &Path {
-        &self.keys_dir
+        self.material.forget(kid);
     }
 }
 
@@ -317,8 +423,9 @@ pub fn plan_retire(
 }
 
 fn load_snapshot(
-    keys_dir: &Path,
+    material: &KeyMaterial,
     mut infos: Vec<SigningKeyInfo>,
+    sealed: &SealedKeys,
 ) -> Result<KeySnapshot, KeyRingError> {
     infos.sort_by_key(|info| info.created_at);
     let mut active = None;
@@ -326,14 +433,7 @@ fn load_snapshot(
     for info in infos.iter().filter(|i| i.state != SigningKeyState::Retired) {
         let alg = SigningAlgorithm::from_jose(&info.alg)
             .ok_or_else(|| KeyRingError::Db(format!("unknown algorithm {}", info.alg)))?;
-        let path = signing::key_file_path(keys_dir, &info.kid);
-        if !path.exists() {
-            return Err(KeyRingError::MissingFile {
-                kid: info.kid.clone(),
-                dir: keys_dir.to_owned(),
-            });
-        }
-        let key = Arc::new(signing::read_key_file(&path, alg)?);
+        let key = Arc::new(material.load(info, alg, sealed)?);
         if info.state == SigningKeyState::Active {
             active = Some(Arc::clone(&key));
         }

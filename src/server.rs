@@ -22,6 +22,8 @@ pub async fn serve(config: Config) -> Result<(), String> {
         service::deliver_token(token, token_file.as_deref(), "bootstrap admin")?;
         service::confirm_bootstrap_delivered(&state).await?;
     }
+    // Other replicas waiting to start may go on now.
+    drop(opened.init_lock);
     tracing::info!(listen = %listen, issuer = %state.config.issuer, "latchkey is serving");
     let maintenance = crate::rotation::spawn_maintenance(state.clone());
     let app = crate::http::router(state.clone());

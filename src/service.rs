@@ -1,6 +1,11 @@
-//! Opening a data directory: the database, the signing keys and, on first
-//! start, initialisation with a bootstrap admin key whose token is shown
-//! exactly once.
+//! Opening the store (the embedded data directory, or PostgreSQL shared by
+//! replicas), the signing keys and, on first start, initialisation with a
+//! bootstrap admin key whose token is shown exactly once.
+//!
+//! With PostgreSQL several replicas may start on an empty database at
+//! once: initialisation (the first signing key, the bootstrap admin) runs
+//! under the store's initialisation lock, held until the bootstrap token is
+//! handed over, so exactly one replica does it.
 
 use std::io::Write;
 use std::path::Path;
@@ -11,8 +16,11 @@ use crate::audit::Actor;
 use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::issuer::{Issuer, IssuerError, IssuerSettings};
-use crate::store::Store;
+use crate::kek::Kek;
+use crate::keyring::KeyMaterial;
+use crate::store::postgres::PgStore;
 use crate::store::sled::SledStore;
+use crate::store::{InitLock, Store};
 use crate::validation::{DEFAULT_EXPIRY_MONTHS, ValidNewKey, add_months};
 
 /// Name of the admin key created on first start.
@@ -39,23 +47,47 @@ impl std::fmt::Debug for OneTimeToken {
 pub struct Opened {
     pub state: AppState,
     pub bootstrap: Option<OneTimeToken>,
+    /// Held while a bootstrap token is being handed over (other replicas
+    /// wait); drop it once [`confirm_bootstrap_delivered`] succeeded.
+    pub init_lock: Option<InitLock>,
+}
+
+/// The store the configuration names, and where its private keys live.
+async fn open_store(config: &Config) -> Result<(Arc<dyn Store>, KeyMaterial), String> {
+    match &config.database_url {
+        Some(url) => {
+            let kek_file = config.key_encryption_key_file.as_deref().ok_or(
+                "--database-url needs --key-encryption-key-file: signing keys are stored sealed under it",
+            )?;
+            let kek = Kek::load(kek_file).map_err(|e| e.to_string())?;
+            let store = PgStore::open(url, config.status_list_capacity, &kek, kek_file).await?;
+            Ok((Arc::new(store), KeyMaterial::Sealed(Arc::new(kek))))
+        }
+        None => {
+            let store = SledStore::open_dir(&config.data_dir, config.status_list_capacity)?;
+            Ok((Arc::new(store), KeyMaterial::Files(config.keys_dir.clone())))
+        }
+    }
 }
 
 /// Opens (and on an empty data directory, initialises) the service.
 pub async fn open(mut config: Config, clock: SharedClock) -> Result<Opened, String> {
     latchkey_verifier::install_ring_provider();
-    let store = SledStore::open_dir(&config.data_dir, config.status_list_capacity)?;
-    pin_issuer(&store, &mut config).await?;
+    let (store, material) = open_store(&config).await?;
+    let init_lock = store
+        .lock_initialisation()
+        .await
+        .map_err(|e| format!("could not take the initialisation lock: {e}"))?;
+    pin_issuer(&*store, &mut config).await?;
     let now = clock.now();
     let now = now.replace_nanosecond(0).unwrap_or(now);
-    crate::issuer::initialise_signing_keys(&store, &config.keys_dir, config.signing_algorithm, now)
+    crate::issuer::initialise_signing_keys(&*store, &material, config.signing_algorithm, now)
         .await
         .map_err(|e| e.to_string())?;
-    let store: Arc<dyn Store> = Arc::new(store);
     let issuer = Issuer::open(
         store,
         IssuerSettings::from_config(&config),
-        &config.keys_dir,
+        material,
         clock.clone(),
     )
     .await
@@ -92,7 +124,12 @@ pub async fn open(mut config: Config, clock: SharedClock) -> Result<Opened, Stri
         }
         (false, None) => None,
     };
-    Ok(Opened { state, bootstrap })
+    let init_lock = bootstrap.as_ref().map(|_| init_lock);
+    Ok(Opened {
+        state,
+        bootstrap,
+        init_lock,
+    })
 }
 
 /// Finishes a run of the service: writes the pending counts of refused

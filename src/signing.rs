@@ -284,7 +284,7 @@ const ED25519_V1_PREFIX: [u8; 16] = [
 /// A PKCS#8 document in the form OpenSSL 3, Python's `cryptography`, Go and
 /// Java read: ring's Ed25519 v2 documents become v1 (the seed alone; the
 /// public key is derived again when read). Others are already v1.
-fn portable_pkcs8(der: &[u8]) -> Vec<u8> {
+pub fn portable_pkcs8(der: &[u8]) -> Vec<u8> {
     if der.len() == 83 && der[..16] == ED25519_V2_PREFIX {
         let mut v1 = ED25519_V1_PREFIX.to_vec();
         v1.extend_from_slice(&der[16..48]);

@@ -34,7 +34,7 @@ use crate::audit::{AuditEntry, ChainReport};
 use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::denials::DenialWindows;
-use crate::keyring::{KeyRing, KeyRingError, KeySnapshot};
+use crate::keyring::{KeyMaterial, KeyRing, KeyRingError, KeySnapshot};
 use crate::status_board::StatusBoard;
 use crate::store::{Store, StoreError};
 use crate::validation::FieldError;
@@ -158,7 +158,7 @@ impl Issuer {
     pub async fn open(
         store: Arc<dyn Store>,
         settings: IssuerSettings,
-        keys_dir: &std::path::Path,
+        material: KeyMaterial,
         clock: SharedClock,
     ) -> IssuerResult<Issuer> {
         let boot = store.boot().await?;
@@ -186,7 +186,8 @@ impl Issuer {
             }
             published.apply(&commit.changes);
         }));
-        let keyring = KeyRing::open(keys_dir, store.signing_keys().await?)?;
+        let sealed = store.sealed_signing_keys().await?.into_iter().collect();
+        let keyring = KeyRing::open(material, store.signing_keys().await?, &sealed)?;
         let expectations =
             Expectations::new(settings.issuer.clone(), settings.primary_audience.clone());
         Ok(Issuer {

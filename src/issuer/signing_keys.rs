@@ -9,22 +9,42 @@
 //! removed if the transaction fails); a retired key's file is removed after.
 
 use std::collections::HashSet;
-use std::path::Path;
 
 use latchkey_verifier::jwk::SigningAlgorithm;
 use serde_json::json;
 
 use crate::audit::{Actor, NewEntry};
 use crate::issuer::{Issuer, IssuerError, IssuerResult};
-use crate::keyring::{self, KeyEvent, KeyRing, StateChange};
+use crate::keyring::{self, KeyEvent, KeyMaterial, KeyRing, StateChange};
 use crate::model::{SigningKeyInfo, SigningKeyState, rfc3339};
 use crate::store::{SigningKeyChange, Store};
 
-fn to_store(changes: Vec<StateChange>) -> Vec<SigningKeyChange> {
+/// The store's form of a change; `sealed` is the private key of the new
+/// key `kid`, if one is added and the store keeps key material.
+fn to_store(changes: Vec<StateChange>, sealed: Option<(&str, Vec<u8>)>) -> Vec<SigningKeyChange> {
     changes
         .into_iter()
-        .map(|(info, expected)| SigningKeyChange { info, expected })
+        .map(|(info, expected)| SigningKeyChange {
+            sealed: sealed
+                .as_ref()
+                .filter(|(kid, _)| *kid == info.kid)
+                .map(|(_, s)| s.clone()),
+            info,
+            expected,
+        })
         .collect()
+}
+
+/// `changes` plus, for every other recorded key, a change to the state it
+/// is in: the whole change then holds only if no key moved meanwhile, so
+/// two replicas rotating at once end with one new key, not two.
+fn guarded(mut changes: Vec<StateChange>, infos: &[SigningKeyInfo]) -> Vec<StateChange> {
+    for info in infos {
+        if !changes.iter().any(|(c, _)| c.kid == info.kid) {
+            changes.push((info.clone(), Some(info.state)));
+        }
+    }
+    changes
 }
 
 fn entry(actor: &Actor, action: &'static str, kid: &str, details: serde_json::Value) -> NewEntry {
@@ -40,14 +60,14 @@ fn entry(actor: &Actor, action: &'static str, kid: &str, details: serde_json::Va
 /// audit entry, in one transaction). Does nothing if a key is recorded.
 pub async fn initialise(
     store: &dyn Store,
-    keys_dir: &Path,
+    material: &KeyMaterial,
     alg: SigningAlgorithm,
     now: time::OffsetDateTime,
 ) -> IssuerResult<()> {
     if !store.signing_keys().await?.is_empty() {
         return Ok(());
     }
-    let info = KeyRing::generate_first(keys_dir, alg, now)?;
+    let (info, sealed) = KeyRing::generate_first(material, alg, now)?;
     let created = entry(
         &Actor::bootstrap(),
         "signing_key.create",
@@ -59,6 +79,7 @@ pub async fn initialise(
             vec![SigningKeyChange {
                 info,
                 expected: None,
+                sealed,
             }],
             vec![created],
             now,
@@ -78,12 +99,32 @@ impl Issuer {
     async fn commit_key_change(
         &self,
         changes: Vec<StateChange>,
+        sealed: Option<(&str, Vec<u8>)>,
         entries: Vec<NewEntry>,
     ) -> IssuerResult<()> {
-        self.store
-            .change_signing_keys(to_store(changes), entries, self.now())
-            .await?;
-        self.keyring.install(self.store.signing_keys().await?)?;
+        let result = self
+            .store
+            .change_signing_keys(to_store(changes, sealed), entries, self.now())
+            .await;
+        if let Err(crate::store::StoreError::Conflict(_)) = &result {
+            // Another replica changed the key set first: show its result.
+            self.reload_signing_keys().await?;
+        }
+        result?;
+        self.reload_signing_keys().await
+    }
+
+    /// Loads the recorded key set again (after a change here, or one
+    /// another replica made).
+    pub async fn reload_signing_keys(&self) -> IssuerResult<()> {
+        let sealed = self
+            .store
+            .sealed_signing_keys()
+            .await?
+            .into_iter()
+            .collect();
+        self.keyring
+            .install(self.store.signing_keys().await?, &sealed)?;
         Ok(())
     }
 
@@ -107,7 +148,9 @@ impl Issuer {
             &info.kid,
             json!({"alg": info.alg, "state": info.state, "activates_at": info.activates_at.map(rfc3339), "immediate": immediate}),
         );
-        if let Err(e) = self.commit_key_change(staged.changes, vec![audit]).await {
+        let changes = guarded(staged.changes, &infos);
+        let sealed = staged.sealed.map(|s| (info.kid.as_str(), s));
+        if let Err(e) = self.commit_key_change(changes, sealed, vec![audit]).await {
             self.keyring.remove_key_file(&info.kid);
             return Err(e);
         }
@@ -135,7 +178,9 @@ impl Issuer {
             &info.kid,
             json!({"alg": info.alg, "state": info.state}),
         );
-        if let Err(e) = self.commit_key_change(staged.changes, vec![audit]).await {
+        let changes = guarded(staged.changes, &infos);
+        let sealed = staged.sealed.map(|s| (info.kid.as_str(), s));
+        if let Err(e) = self.commit_key_change(changes, sealed, vec![audit]).await {
             self.keyring.remove_key_file(&info.kid);
             return Err(e);
         }
@@ -147,7 +192,7 @@ impl Issuer {
         let infos = self.store.signing_keys().await?;
         let (info, expected) = keyring::plan_retire(&infos, kid, self.now())?;
         let audit = entry(actor, "signing_key.retire", kid, json!({"manual": true}));
-        self.commit_key_change(vec![(info.clone(), expected)], vec![audit])
+        self.commit_key_change(vec![(info.clone(), expected)], None, vec![audit])
             .await?;
         self.keyring.remove_key_file(kid);
         Ok(info)
@@ -192,7 +237,11 @@ impl Issuer {
                 && let Some(since) = active_since
                 && now - since >= time::Duration::days(i64::from(period_days))
             {
-                self.rotate(&Actor::system(), false).await?;
+                match self.rotate(&Actor::system(), false).await {
+                    // Another replica rotated first; its key is loaded now.
+                    Ok(_) | Err(IssuerError::Conflict(_)) => {}
+                    Err(e) => return Err(e),
+                }
             }
         }
         let infos = self.store.signing_keys().await?;
@@ -223,7 +272,12 @@ impl Issuer {
                 ),
             })
             .collect();
-        self.commit_key_change(changes, entries).await?;
+        match self.commit_key_change(changes, None, entries).await {
+            Ok(()) => {}
+            // Another replica made this pass's changes first.
+            Err(IssuerError::Conflict(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        }
         for event in &events {
             if let KeyEvent::Retired { kid } = event {
                 self.keyring.remove_key_file(kid);

@@ -53,7 +53,7 @@ async fn open(dir: &Path, clock: FixedClock) -> Fixture {
     };
     initialise_signing_keys(
         store.as_ref(),
-        &config.keys_dir,
+        &crate::keyring::KeyMaterial::Files(config.keys_dir.clone()),
         config.signing_algorithm,
         clock.now(),
     )
@@ -63,7 +63,7 @@ async fn open(dir: &Path, clock: FixedClock) -> Fixture {
     let issuer = Issuer::open(
         dyn_store,
         IssuerSettings::from_config(&config),
-        &config.keys_dir,
+        crate::keyring::KeyMaterial::Files(config.keys_dir.clone()),
         Arc::new(clock.clone()),
     )
     .await

@@ -30,6 +30,7 @@
 //! changes in commit order, which is how the published status lists follow
 //! the store.
 
+pub mod postgres;
 pub mod sled;
 mod sled_layout;
 mod sled_write;
@@ -121,6 +122,32 @@ pub struct KeyUpdate {
 pub struct SigningKeyChange {
     pub info: SigningKeyInfo,
     pub expected: Option<SigningKeyState>,
+    /// A new key's private half sealed under the key-encryption key, for
+    /// engines that keep key material (PostgreSQL); `None` keeps what is
+    /// stored. The embedded engine keeps key files instead.
+    pub sealed: Option<Vec<u8>>,
+}
+
+/// Held while a process initialises an empty store (first signing key,
+/// bootstrap admin), so that of several replicas starting at once exactly
+/// one does it. Released when dropped.
+pub struct InitLock(#[allow(dead_code)] Option<Box<dyn std::any::Any + Send + Sync>>);
+
+impl InitLock {
+    /// A lock with nothing to hold (one process owns the store).
+    pub fn none() -> InitLock {
+        InitLock(None)
+    }
+
+    pub fn held(guard: Box<dyn std::any::Any + Send + Sync>) -> InitLock {
+        InitLock(Some(guard))
+    }
+}
+
+impl std::fmt::Debug for InitLock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("InitLock")
+    }
 }
 
 /// A committed write's effect on the published statuses, reported in
@@ -212,4 +239,23 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     fn verify_audit(&self) -> StoreFuture<'_, Result<ChainReport, String>>;
     fn bootstrap_pending(&self) -> StoreFuture<'_, Option<String>>;
     fn recorded_issuer(&self) -> StoreFuture<'_, Option<String>>;
+
+    /// Sealed private keys by kid (engines that store key material).
+    fn sealed_signing_keys(&self) -> StoreFuture<'_, Vec<(String, Vec<u8>)>> {
+        ready(Ok(Vec::new()))
+    }
+    /// Waits until this process may initialise an empty store.
+    fn lock_initialisation(&self) -> StoreFuture<'_, InitLock> {
+        ready(Ok(InitLock::none()))
+    }
+    /// Ticks when another process may have changed the signing keys
+    /// (`None`: no other process writes this store).
+    fn signing_key_changes(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        None
+    }
+    /// Whether writes can be served now (the database is reachable and
+    /// this process has caught up with it).
+    fn ready(&self) -> bool {
+        true
+    }
 }
