@@ -13,6 +13,7 @@ pub mod denials;
 pub mod gate;
 pub mod http;
 pub mod issuer;
+pub mod kek;
 pub mod keyring;
 pub mod metrics;
 pub mod model;
