@@ -3,6 +3,7 @@
 
 pub mod audit;
 pub mod client;
+pub mod kek;
 pub mod keys;
 pub mod offline;
 pub mod signing_keys;
@@ -44,6 +45,9 @@ pub enum Command {
     Verify(verify::VerifyArgs),
     /// Run a forward-auth server for reverse proxies (nginx, Caddy, Traefik, Envoy).
     Gate(crate::gate::GateArgs),
+    /// Create the key-encryption key that seals signing keys in PostgreSQL.
+    #[command(subcommand)]
+    Kek(kek::KekCommand),
 }
 
 /// A command's failure: the message to print and the exit code.
@@ -84,6 +88,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::SigningKeys(command) => signing_keys::run(command).await,
         Command::Verify(args) => verify::run(args).await,
         Command::Gate(args) => crate::gate::run(args).await.map_err(CliError::new),
+        Command::Kek(command) => kek::run(command),
     }
 }
 

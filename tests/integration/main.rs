@@ -14,6 +14,7 @@ mod crash;
 mod external;
 mod gate;
 mod introspection;
+mod kek_cli;
 mod keys_api;
 mod names;
 mod never_goes_back;
