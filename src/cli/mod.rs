@@ -3,6 +3,7 @@
 
 pub mod audit;
 pub mod client;
+pub mod database;
 pub mod kek;
 pub mod keys;
 pub mod offline;
@@ -48,6 +49,11 @@ pub enum Command {
     /// Create the key-encryption key that seals signing keys in PostgreSQL.
     #[command(subcommand)]
     Kek(kek::KekCommand),
+    /// Apply the PostgreSQL schema migrations and exit.
+    Migrate(database::DatabaseArgs),
+    /// Move an embedded installation into PostgreSQL.
+    #[command(subcommand)]
+    Store(database::StoreCommand),
 }
 
 /// A command's failure: the message to print and the exit code.
@@ -89,6 +95,8 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Verify(args) => verify::run(args).await,
         Command::Gate(args) => crate::gate::run(args).await.map_err(CliError::new),
         Command::Kek(command) => kek::run(command),
+        Command::Migrate(args) => database::migrate(args).await,
+        Command::Store(command) => database::store(command).await,
     }
 }
 

@@ -18,6 +18,8 @@ pub enum SigningKeysCommand {
     Retire(RetireArgs),
     /// Offline (server stopped): add a PKCS#8 PEM private key, e.g. RSA for RS256.
     Import(Box<ImportArgs>),
+    /// PostgreSQL: re-encrypt every stored private key under a new key-encryption key.
+    Reseal(crate::cli::database::ResealArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -129,6 +131,7 @@ pub async fn run(command: SigningKeysCommand) -> Result<(), CliError> {
             print_info(&info, args.client.json)
         }
         SigningKeysCommand::Import(args) => import(*args).await,
+        SigningKeysCommand::Reseal(args) => crate::cli::database::reseal(args).await,
     }
 }
 

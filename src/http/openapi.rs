@@ -34,6 +34,7 @@ use crate::http::ApiState;
         crate::http::well_known::jwks,
         crate::http::well_known::metadata,
         crate::http::ops::healthz,
+        crate::http::ops::readyz,
         crate::http::ops::metrics,
     ),
     modifiers(&BearerAuth),

@@ -264,6 +264,16 @@ impl Issuer {
         Ok(self.store.verify_audit().await?)
     }
 
+    /// Whether writes can be served now (the store is reachable).
+    pub fn ready(&self) -> bool {
+        self.store.ready()
+    }
+
+    /// Ticks when another replica may have changed the signing keys.
+    pub fn signing_key_changes(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        self.store.signing_key_changes()
+    }
+
     /// Waits until every change so far is on disk.
     pub async fn flush(&self) -> IssuerResult<()> {
         Ok(self.store.flush().await?)

@@ -30,6 +30,7 @@
 //! changes in commit order, which is how the published status lists follow
 //! the store.
 
+pub mod copy;
 pub mod postgres;
 pub mod sled;
 mod sled_layout;

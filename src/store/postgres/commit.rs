@@ -61,6 +61,7 @@ pub struct Job {
 /// Runs until every sender is gone.
 pub async fn run(
     pool: deadpool_postgres::Pool,
+    kek_fingerprint: String,
     feed: Arc<Feed>,
     records: Arc<Records>,
     mut jobs: tokio::sync::mpsc::UnboundedReceiver<Job>,
@@ -73,7 +74,7 @@ pub async fn run(
                 Err(_) => break,
             }
         }
-        let outcomes = match commit(&pool, &feed, &records, &batch).await {
+        let outcomes = match commit(&pool, &kek_fingerprint, &feed, &records, &batch).await {
             Ok(outcomes) => outcomes.into_iter().map(Ok).collect(),
             Err(e) => {
                 if matches!(e, StoreError::Unavailable(_)) {
@@ -111,6 +112,8 @@ struct Plan {
     signing: HashMap<String, SigningKeyState>,
     /// Records written, to refresh the replica's last-known copies.
     written: Vec<KeyRecord>,
+    /// Whether this replica's key-encryption key is the database's.
+    kek_ok: bool,
 }
 
 impl Plan {
@@ -133,6 +136,7 @@ impl Plan {
 
 async fn commit(
     pool: &deadpool_postgres::Pool,
+    kek_fingerprint: &str,
     feed: &Feed,
     records: &Records,
     batch: &[Job],
@@ -194,6 +198,7 @@ async fn commit(
         records: HashMap::new(),
         signing: HashMap::new(),
         written: Vec::new(),
+        kek_ok: true,
     };
     if !ids.is_empty() {
         for row in tx
@@ -208,7 +213,24 @@ async fn commit(
             plan.records.insert(row.get(0), Some(record));
         }
     }
+    let mut kek_ok = true;
     if wants_signing {
+        // A key sealed under a key-encryption key the database no longer
+        // uses (it was resealed) could not be opened by other replicas.
+        let sealing = batch.iter().any(|job| {
+            matches!(&job.op, Op::SigningKeys { changes, .. } if changes.iter().any(|c| c.sealed.is_some()))
+        });
+        if sealing {
+            let stored: Option<String> = tx
+                .query_opt(
+                    "SELECT value FROM latchkey_meta WHERE key = $1",
+                    &[&crate::store::postgres::META_KEK],
+                )
+                .await
+                .map_err(db_error)?
+                .map(|r| r.get(0));
+            kek_ok = stored.as_deref() == Some(kek_fingerprint);
+        }
         for row in tx
             .query("SELECT info FROM latchkey_signing_keys FOR UPDATE", &[])
             .await
@@ -219,6 +241,7 @@ async fn commit(
         }
     }
 
+    plan.kek_ok = kek_ok;
     let mut outcomes = Vec::with_capacity(batch.len());
     for job in batch {
         outcomes.push(plan_job(&mut plan, &claimed, job)?);
@@ -334,6 +357,11 @@ fn plan_job(
             Ok(vec![Ok(())])
         }
         Op::SigningKeys { changes, entries } => {
+            if !plan.kek_ok && changes.iter().any(|c| c.sealed.is_some()) {
+                return Ok(vec![Err(StoreError::Conflict(
+                    "the database's signing keys were resealed under another key-encryption key; restart this replica with the new --key-encryption-key-file".into(),
+                ))]);
+            }
             for change in changes {
                 if plan.signing.get(&change.info.kid).copied() != change.expected {
                     return Ok(vec![Err(StoreError::Conflict(format!(

@@ -21,6 +21,9 @@ mod commit;
 pub mod connect;
 mod feed;
 pub mod migrations;
+mod reseal;
+
+pub use reseal::reseal;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -50,7 +53,7 @@ const REMEMBERED_RECORDS: usize = 20_000;
 
 const META_LIST_CAPACITY: &str = "status_list_capacity";
 const META_STATUS_EPOCH: &str = "status_epoch";
-const META_KEK: &str = "key_encryption_key_fingerprint";
+pub(crate) const META_KEK: &str = "key_encryption_key_fingerprint";
 const META_ISSUER: &str = "issuer";
 const META_BOOTSTRAP_PENDING: &str = "bootstrap_pending";
 
@@ -218,6 +221,7 @@ impl PgStore {
         let (jobs, job_rx) = tokio::sync::mpsc::unbounded_channel();
         tokio::spawn(commit::run(
             pool.clone(),
+            kek_fingerprint.to_owned(),
             Arc::clone(&feed),
             Arc::clone(&records),
             job_rx,
