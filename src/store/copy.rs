@@ -17,7 +17,7 @@ use crate::audit::{AuditEntry, ChainHead};
 use crate::kek::Kek;
 use crate::model::{SigningKeyInfo, SigningKeyState};
 use crate::signing;
-use crate::store::postgres::{self, DatabaseUrl, SLOT_BLOCK};
+use crate::store::postgres::{self, DatabaseUrl, slot_block};
 use crate::store::sled_layout::*;
 
 /// What was copied.
@@ -264,11 +264,11 @@ pub async fn copy_embedded_to_postgres(
         ));
     }
     // Slots continue after the last block that may be in use.
-    let blocks = next_slot.div_ceil(SLOT_BLOCK);
+    let blocks = next_slot.div_ceil(slot_block(capacity));
     if blocks > 0 {
         tx.execute(
             "SELECT setval('latchkey_status_slots', $1, true)",
-            &[&(((blocks - 1) * SLOT_BLOCK) as i64)],
+            &[&((blocks - 1) as i64)],
         )
         .await
         .map_err(e)?;

@@ -18,7 +18,6 @@ use axum::http::{HeaderValue, Method, Request, header};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use latchkey::signing::{self, SigningKey};
-use latchkey_verifier::jwk::SigningAlgorithm;
 use latchkey_verifier::status_list::{StatusList, StatusListClaims};
 use latchkey_verifier::{
     AccessClaims, Expectations, KeySet, MAX_TOKEN_BYTES, VerifiedKey, VerifyError, check_status,
@@ -73,7 +72,7 @@ fn compact(header: &str, claims: &str, sign: impl FnOnce(&[u8]) -> Vec<u8>) -> S
 /// Signs raw JSON text (so that duplicate keys survive) with the issuer's
 /// real key or with a foreign Ed25519 key.
 struct Signers {
-    issuer: SigningKey,
+    issuer: std::sync::Arc<SigningKey>,
     kid: String,
     foreign: Ed25519KeyPair,
     /// RFC 7638 thumbprint of the foreign key.
@@ -87,8 +86,7 @@ impl Signers {
             .as_str()
             .unwrap()
             .to_owned();
-        let path = signing::key_file_path(&app.keys_dir(), &kid);
-        let issuer = signing::read_key_file(&path, SigningAlgorithm::EdDSA).unwrap();
+        let issuer = app.signing_key(&kid);
         let rng = ring::rand::SystemRandom::new();
         let pkcs8 = Ed25519KeyPair::generate_pkcs8(&rng).unwrap();
         let foreign = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap();

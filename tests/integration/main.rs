@@ -5,6 +5,9 @@
 // In tests a panic is the failure report, helpers included.
 #![allow(clippy::unwrap_used)]
 
+/// This binary runs the API suite on the embedded store.
+pub const ENGINE: support::Engine = support::Engine::Sled;
+
 mod attacks;
 mod audit_denials;
 mod audit_log;
@@ -18,6 +21,7 @@ mod kek_cli;
 mod keys_api;
 mod names;
 mod never_goes_back;
+mod pg_cluster;
 mod public_docs;
 mod status_rotation;
 mod support;

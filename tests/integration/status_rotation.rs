@@ -447,8 +447,8 @@ async fn rotation_publishes_first_signs_after_the_lead_and_retires_when_tokens_a
         "{states:?}"
     );
     assert!(
-        !app.keys_dir().join(format!("{old_kid}.p8")).exists(),
-        "retired key file is deleted"
+        !app.private_key_kept(&old_kid).await,
+        "a retired key's private half is deleted"
     );
     // A token of the retired key no longer verifies (it was revoked anyway, but
     // the unknown kid is what refuses it now).

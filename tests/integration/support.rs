@@ -1,7 +1,9 @@
-//! The test harness: a [`TestApp`] over a temporary data directory whose
-//! requests go through `router.oneshot(...)`, with a fixed clock, the
-//! bootstrap admin token, and forgers that sign arbitrary tokens with the
-//! issuer's real key, a foreign key, `alg: none` or HS256.
+//! The test harness: a [`TestApp`] over a temporary data directory (or,
+//! in the PostgreSQL test binary, a fresh database of a throwaway cluster:
+//! [`crate::ENGINE`]) whose requests go through `router.oneshot(...)`, with
+//! a fixed clock, the bootstrap admin token, and forgers that sign
+//! arbitrary tokens with the issuer's real key, a foreign key, `alg: none`
+//! or HS256.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -10,7 +12,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode, header};
-use base64::Engine;
+use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use http_body_util::BodyExt;
 use latchkey::app::AppState;
@@ -128,6 +130,30 @@ impl Created {
     }
 }
 
+/// Which store a test binary runs its API suite against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    Sled,
+    Postgres,
+}
+
+/// Points `config` at the test binary's engine: for PostgreSQL a new
+/// database of the shared throwaway cluster and a key-encryption key in
+/// `dir`.
+pub fn use_engine(config: &mut Config, dir: &Path) {
+    if crate::ENGINE == Engine::Postgres {
+        let url = crate::pg_cluster::shared().create_database();
+        // Reopening the same directory reopens the same database.
+        std::fs::write(dir.join("database-url"), &url).unwrap();
+        config.database_url = Some(latchkey::store::postgres::DatabaseUrl::parse(&url).unwrap());
+        let kek = dir.join("kek");
+        if !kek.exists() {
+            latchkey::kek::Kek::generate_file(&kek).unwrap();
+        }
+        config.key_encryption_key_file = Some(kek);
+    }
+}
+
 /// The service over a temporary data directory, driven in-process.
 pub struct TestApp {
     pub dir: TempDir,
@@ -137,6 +163,8 @@ pub struct TestApp {
     /// The bootstrap admin's token and key id.
     pub admin_token: String,
     pub admin_id: String,
+    /// The PostgreSQL database, when the engine is PostgreSQL.
+    pub database: Option<latchkey::store::postgres::DatabaseUrl>,
 }
 
 impl TestApp {
@@ -153,7 +181,9 @@ impl TestApp {
             issuer: ISSUER.to_owned(),
             ..Config::default()
         };
+        use_engine(&mut config, dir.path());
         adjust(&mut config);
+        let database = config.database_url.clone();
         let clock = FixedClock::at(start_time());
         let opened = latchkey::service::open(config, Arc::new(clock.clone()))
             .await
@@ -173,6 +203,7 @@ impl TestApp {
             router,
             admin_token: bootstrap.token,
             admin_id: bootstrap.key_id,
+            database,
         }
     }
 
@@ -184,10 +215,27 @@ impl TestApp {
         admin_token: String,
         admin_id: String,
     ) -> TestApp {
+        let database = std::fs::read_to_string(dir.path().join("database-url"))
+            .ok()
+            .map(|url| latchkey::store::postgres::DatabaseUrl::parse(&url).unwrap());
+        Self::open_existing_database(dir, database, now, admin_token, admin_id).await
+    }
+
+    /// [`TestApp::open_existing`] over the PostgreSQL database `database`
+    /// (with the key-encryption key in `dir`), or the data directory.
+    pub async fn open_existing_database(
+        dir: TempDir,
+        database: Option<latchkey::store::postgres::DatabaseUrl>,
+        now: i64,
+        admin_token: String,
+        admin_id: String,
+    ) -> TestApp {
         let config = Config {
             data_dir: dir.path().join("data"),
             keys_dir: dir.path().join("keys"),
             issuer: ISSUER.to_owned(),
+            key_encryption_key_file: database.as_ref().map(|_| dir.path().join("kek")),
+            database_url: database.clone(),
             ..Config::default()
         };
         let clock = FixedClock::at(now);
@@ -203,6 +251,7 @@ impl TestApp {
             router,
             admin_token,
             admin_id,
+            database,
         }
     }
 
@@ -222,6 +271,11 @@ impl TestApp {
         } = self;
         drop(router);
         drop(state);
+        if crate::ENGINE == Engine::Postgres {
+            // Let the store's tasks see it is gone and close their connections.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            return dir;
+        }
         let db = dir.path().join("data").join("db");
         // The flush task drops its database handle once it sees the
         // registry is gone; wait (bounded) until the lock is free.
@@ -399,15 +453,71 @@ impl TestApp {
         reply.body
     }
 
+    /// The issuer's private signing key `kid`, as it signs with it.
+    pub fn signing_key(&self, kid: &str) -> Arc<SigningKey> {
+        let key = self
+            .state
+            .issuer
+            .signing_snapshot()
+            .published
+            .iter()
+            .find(|k| k.kid() == kid)
+            .cloned()
+            .expect("the kid is a published key");
+        assert_eq!(key.alg(), SigningAlgorithm::EdDSA);
+        key
+    }
+
+    /// Whether the private half of signing key `kid` is still kept: its
+    /// file (embedded) or its sealed row (PostgreSQL).
+    pub async fn private_key_kept(&self, kid: &str) -> bool {
+        match &self.database {
+            None => signing::key_file_path(&self.keys_dir(), kid).exists(),
+            Some(url) => {
+                let pool = url.pool(1).unwrap();
+                let client = pool.get().await.unwrap();
+                let row = client
+                    .query_opt(
+                        "SELECT 1 FROM latchkey_signing_keys WHERE kid = $1 AND sealed_key IS NOT NULL",
+                        &[&kid],
+                    )
+                    .await
+                    .unwrap();
+                row.is_some()
+            }
+        }
+    }
+
+    /// Every text and record the PostgreSQL engine stored (`None` for the
+    /// embedded engine, whose files the caller reads).
+    pub async fn stored_text(&self) -> Option<String> {
+        let url = self.database.as_ref()?;
+        let pool = url.pool(1).unwrap();
+        let client = pool.get().await.unwrap();
+        let mut all = String::new();
+        for sql in [
+            "SELECT convert_from(record, 'UTF8') FROM latchkey_keys",
+            "SELECT folded || key_id FROM latchkey_names",
+            "SELECT jti || key_id FROM latchkey_tokens",
+            "SELECT convert_from(entry, 'UTF8') FROM latchkey_audit",
+            "SELECT convert_from(info, 'UTF8') || coalesce(encode(sealed_key, 'base64'), '') FROM latchkey_signing_keys",
+            "SELECT key || value FROM latchkey_meta",
+        ] {
+            for row in client.query(sql, &[]).await.unwrap() {
+                all.push_str(row.get::<_, &str>(0));
+                all.push('\n');
+            }
+        }
+        Some(all)
+    }
+
     /// Token forgers that use this issuer's real signing key.
     pub fn forger(&self) -> Forger {
         let kid = header_of(&self.admin_token)["kid"]
             .as_str()
             .unwrap()
             .to_owned();
-        let path = signing::key_file_path(&self.keys_dir(), &kid);
-        let issuer_key = signing::read_key_file(&path, SigningAlgorithm::EdDSA).unwrap();
-        assert_eq!(issuer_key.kid(), kid);
+        let issuer_key = self.signing_key(&kid);
         let public_x = B64
             .decode(issuer_key.public_jwk()["x"].as_str().unwrap())
             .unwrap();
@@ -474,7 +584,7 @@ pub fn tamper_payload(token: &str) -> String {
 
 /// Signs whatever it is asked to.
 pub struct Forger {
-    issuer_key: SigningKey,
+    issuer_key: Arc<SigningKey>,
     pub kid: String,
     public_x: Vec<u8>,
 }

@@ -17,7 +17,7 @@ use latchkey_verifier::TokenStatus;
 use tokio_postgres::GenericClient;
 
 use crate::store::postgres::connect::DatabaseUrl;
-use crate::store::postgres::{SLOT_BLOCK, db_error};
+use crate::store::postgres::db_error;
 use crate::store::{CommitHook, StatusCommit, StoreResult};
 
 /// Notification channels: status changes, new slot blocks, signing keys.
@@ -39,15 +39,18 @@ pub struct Feed {
     listening: AtomicBool,
     /// Bumped when another replica may have changed the signing keys.
     pub signing: tokio::sync::watch::Sender<u64>,
+    /// Slots per allocated block.
+    block: u64,
 }
 
 impl Feed {
-    pub fn new(applied: u64) -> Feed {
+    pub fn new(applied: u64, block: u64) -> Feed {
         Feed {
             applied: tokio::sync::Mutex::new(applied),
             hook: Arc::default(),
             listening: AtomicBool::new(false),
             signing: tokio::sync::watch::channel(0).0,
+            block,
         }
     }
 
@@ -67,7 +70,7 @@ impl Feed {
                 )
                 .await
                 .map_err(db_error)?;
-            let allocated = allocated(client).await?;
+            let allocated = allocated(client, self.block).await?;
             let first_seq = *applied + 1;
             let mut changes = Vec::with_capacity(rows.len());
             for row in &rows {
@@ -116,7 +119,7 @@ impl Feed {
 }
 
 /// Slots below this may be in use (every block handed out so far).
-pub async fn allocated(client: &impl GenericClient) -> StoreResult<u64> {
+pub async fn allocated(client: &impl GenericClient, block: u64) -> StoreResult<u64> {
     let row = client
         .query_one(
             "SELECT last_value, is_called FROM latchkey_status_slots",
@@ -126,7 +129,7 @@ pub async fn allocated(client: &impl GenericClient) -> StoreResult<u64> {
         .map_err(db_error)?;
     let last: i64 = row.get(0);
     let called: bool = row.get(1);
-    Ok(if called { last as u64 + SLOT_BLOCK } else { 0 })
+    Ok(if called { (last as u64 + 1) * block } else { 0 })
 }
 
 /// Listens until the process ends: reconnects with backoff, catches up

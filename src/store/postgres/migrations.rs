@@ -65,8 +65,9 @@ CREATE TABLE latchkey_signing_keys (
     info       bytea NOT NULL,
     sealed_key bytea
 );
--- Status slots are handed out in blocks of 64 and never reused.
-CREATE SEQUENCE latchkey_status_slots MINVALUE 0 START 0 INCREMENT 64;
+-- Status slots are handed out in blocks (block n holds slots from
+-- n * block size, see slot_block) and never reused.
+CREATE SEQUENCE latchkey_status_slots MINVALUE 0 START 0 INCREMENT 1;
 "#,
 )];
 

@@ -44,8 +44,14 @@ use commit::{Job, Op, Outcome};
 pub use connect::{DatabaseUrl, is_postgres_url};
 use feed::Feed;
 
-/// Status slots are taken from the database in blocks of this many.
+/// Status slots are taken from the database in blocks of at most this many.
 pub const SLOT_BLOCK: u64 = 64;
+
+/// The block size for lists of `capacity` entries: small lists get small
+/// blocks, so a replica does not publish lists far ahead of its tokens.
+pub fn slot_block(capacity: u64) -> u64 {
+    SLOT_BLOCK.min(capacity).max(1)
+}
 /// Connections per replica.
 const POOL_SIZE: usize = 16;
 /// Most records kept for authenticating while the database is away.
@@ -67,6 +73,7 @@ pub struct PgStore {
     feed: Arc<Feed>,
     /// The block of slots this replica hands out: next, end.
     slots: tokio::sync::Mutex<(u64, u64)>,
+    block: u64,
     records: Arc<Records>,
 }
 
@@ -212,11 +219,14 @@ impl PgStore {
                 )
             })
             .collect();
-        let next_slot = feed::allocated(&*tx).await.map_err(|e| e.to_string())?;
+        let block = slot_block(list_capacity);
+        let next_slot = feed::allocated(&*tx, block)
+            .await
+            .map_err(|e| e.to_string())?;
         tx.commit().await.map_err(|e| e.to_string())?;
         drop(client);
 
-        let feed = Arc::new(Feed::new(status_seq as u64));
+        let feed = Arc::new(Feed::new(status_seq as u64, block));
         let records = Arc::new(Records::default());
         let (jobs, job_rx) = tokio::sync::mpsc::unbounded_channel();
         tokio::spawn(commit::run(
@@ -241,6 +251,7 @@ impl PgStore {
             jobs,
             feed,
             slots: tokio::sync::Mutex::new((0, 0)),
+            block,
             records,
         })
     }
@@ -280,6 +291,10 @@ impl PgStore {
     }
 
     async fn read_key(&self, id: &str) -> StoreResult<Option<KeyRecord>> {
+        if id.contains('\0') {
+            // PostgreSQL text cannot hold NUL, and no id does.
+            return Ok(None);
+        }
         let client = self.client().await?;
         let row = client
             .query_opt("SELECT record FROM latchkey_keys WHERE id = $1", &[&id])
@@ -446,9 +461,9 @@ impl Store for PgStore {
                     )
                     .await
                     .map_err(db_error)?;
-                let start = row.get::<_, i64>(0) as u64;
-                *block = (start, start + SLOT_BLOCK);
-                self.feed.report_allocated(start + SLOT_BLOCK);
+                let start = row.get::<_, i64>(0) as u64 * self.block;
+                *block = (start, start + self.block);
+                self.feed.report_allocated(start + self.block);
             }
             let slot = block.0;
             block.0 += 1;
@@ -528,6 +543,9 @@ impl Store for PgStore {
 
     fn key_id_for_jti<'a>(&'a self, jti: &'a str) -> StoreFuture<'a, Option<String>> {
         Box::pin(async move {
+            if jti.contains('\0') {
+                return Ok(None);
+            }
             let client = self.client().await?;
             let row = client
                 .query_opt("SELECT key_id FROM latchkey_tokens WHERE jti = $1", &[&jti])
