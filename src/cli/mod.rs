@@ -2,6 +2,7 @@
 //! options and a `run`. `main` only parses and dispatches.
 
 pub mod audit;
+pub mod backup;
 pub mod client;
 pub mod keys;
 pub mod offline;
@@ -44,6 +45,10 @@ pub enum Command {
     Verify(verify::VerifyArgs),
     /// Run a forward-auth server for reverse proxies (nginx, Caddy, Traefik, Envoy).
     Gate(crate::gate::GateArgs),
+    /// Download a consistent backup from a running server (embedded store).
+    Backup(backup::BackupArgs),
+    /// Offline, with the server stopped: restore a backup into an empty data directory.
+    Restore(backup::RestoreArgs),
 }
 
 /// A command's failure: the message to print and the exit code.
@@ -84,6 +89,8 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::SigningKeys(command) => signing_keys::run(command).await,
         Command::Verify(args) => verify::run(args).await,
         Command::Gate(args) => crate::gate::run(args).await.map_err(CliError::new),
+        Command::Backup(args) => backup::backup(args).await,
+        Command::Restore(args) => backup::restore(args).await,
     }
 }
 

@@ -15,8 +15,10 @@
 //! | `access.rs` | authenticate a bearer key, introspect, record usage, refused requests |
 //! | `signing_keys.rs` | rotate, import, retire, the lifecycle pass |
 //! | `status_lists.rs` | the status slot ↔ list URI mapping |
+//! | `backup.rs` | online backup of the store |
 
 mod access;
+mod backup;
 mod keys;
 mod signing_keys;
 mod status_lists;
@@ -72,6 +74,10 @@ pub enum IssuerError {
     /// A signing-key change that does not apply (retire the active key...).
     #[error("{0}")]
     Conflict(String),
+    /// The store does not offer this operation; the message says what to
+    /// do instead and may be shown to clients.
+    #[error("{0}")]
+    Unsupported(String),
     /// Something inside failed; the message is for the operator's log.
     #[error("{0}")]
     Internal(String),
@@ -84,6 +90,7 @@ impl From<StoreError> for IssuerError {
             StoreError::NameTaken(name) => IssuerError::NameTaken(name),
             StoreError::Conflict(m) => IssuerError::Conflict(m),
             StoreError::Internal(m) => IssuerError::Internal(m),
+            StoreError::Unsupported(m) => IssuerError::Unsupported(m),
         }
     }
 }

@@ -14,11 +14,12 @@ use time::OffsetDateTime;
 
 use crate::audit::{self, AuditEntry, ChainHead, ChainReport, NewEntry};
 use crate::model::{KeyRecord, SigningKeyInfo};
+use crate::store::sled_backup::BackupRequest;
 use crate::store::sled_layout::*;
 use crate::store::sled_write::{Committer, Job, Op, Outcome};
 use crate::store::{
-    Boot, CommitHook, Durability, KeyUpdate, NewKey, SigningKeyChange, Store, StoreError,
-    StoreFuture, StoreResult,
+    BackupSummary, Boot, CommitHook, Durability, KeyUpdate, NewKey, SigningKeyChange, Store,
+    StoreError, StoreFuture, StoreResult,
 };
 
 pub use crate::store::sled_layout::{IndexRebuild, open_db};
@@ -368,11 +369,30 @@ impl Store for SledStore {
             .map_err(internal)?
             .map(|v| String::from_utf8_lossy(&v).into_owned()))
     }
+
+    fn backup(&self, out: std::path::PathBuf) -> StoreFuture<'_, BackupSummary> {
+        // The committer takes the snapshot between batches (`sled_backup`);
+        // the fsync happens here, off its thread, so writes wait less.
+        let (reply, snapshot) = tokio::sync::oneshot::channel();
+        let request = BackupRequest { path: out, reply };
+        let queued = self.submit(Op::Backup(request), now_utc(), false);
+        Box::pin(async move {
+            // The job's own reply carries nothing for a backup.
+            drop(queued);
+            let stopped = || StoreError::Internal("the store's writer has stopped".into());
+            let (summary, file) = snapshot.await.map_err(|_| stopped())??;
+            tokio::task::spawn_blocking(move || file.sync_all())
+                .await
+                .map_err(|_| stopped())?
+                .map_err(|e| StoreError::Internal(format!("cannot sync the backup: {e}")))?;
+            Ok(summary)
+        })
+    }
 }
 
 /// Checks numbering, links, hashes, each entry's position and the recorded
 /// head (which catches entries removed from the end).
-fn verify_stored_chain(trees: &Trees) -> Result<ChainReport, String> {
+pub(crate) fn verify_stored_chain(trees: &Trees) -> Result<ChainReport, String> {
     let mut head = ChainHead::genesis();
     for item in trees.audit.iter() {
         let (key, value) = item.map_err(|e| e.to_string())?;
