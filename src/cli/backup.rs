@@ -209,7 +209,7 @@ pub async fn restore(args: RestoreArgs) -> Result<(), CliError> {
     let restored = sled_restore::restore(&args.file, &contents, data_dir, args.reserve_slots, now)
         .map_err(|e| CliError::new(format!("{e}; nothing was restored")))?;
     println!(
-        "restored {} keys and {} audit entries (backup of {}) into {}\nissuer: {}\nnew status epoch {}; status slots {}..{} reserved (marked invalid) for tokens minted after the backup\nThe audit log verifies. Start the server with the same --keys-dir.",
+        "restored {} keys and {} audit entries (backup of {}) into {}\nissuer: {}\nnew status epoch {}; status slots {}..{} reserved and {} unheld slots marked invalid, for tokens minted after the backup\nThe audit log verifies. Start the server with the same --keys-dir.",
         restored.contents.keys,
         restored.audit_entries,
         restored.contents.header.created_at,
@@ -223,6 +223,7 @@ pub async fn restore(args: RestoreArgs) -> Result<(), CliError> {
         restored.epoch,
         restored.reserved.start,
         restored.reserved.end,
+        restored.unheld,
     );
     Ok(())
 }

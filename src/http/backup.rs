@@ -110,3 +110,25 @@ fn file_time(t: time::OffsetDateTime) -> String {
         t.second()
     )
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use axum::response::IntoResponse;
+    use http_body_util::BodyExt;
+
+    use crate::http::error::ApiError;
+    use crate::issuer::IssuerError;
+
+    #[tokio::test]
+    async fn a_store_that_cannot_back_up_answers_409_with_its_advice() {
+        let advice = "this issuer keeps its data in PostgreSQL; back it up with pg_dump";
+        let response = ApiError::from(IssuerError::Unsupported(advice.into())).into_response();
+        assert_eq!(response.status(), 409);
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        let problem: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(problem["detail"], serde_json::json!(advice));
+        assert_eq!(problem["status"], serde_json::json!(409));
+    }
+}

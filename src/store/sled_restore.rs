@@ -11,10 +11,15 @@
 //!   sequence space, so verifiers start over instead of comparing sequence
 //!   numbers across the restore (they would refuse the restored lists as
 //!   stale copies, or take the restored history for the lost one).
-//! - **Reserved status slots.** Tokens minted after the backup was taken
-//!   carry status indexes the backup never handed out. Restore marks the
-//!   next `reserve` slots invalid and allocates only after them, so those
-//!   tokens fail verification and no index is handed out twice.
+//! - **Status slots of tokens it does not know are invalid.** Tokens
+//!   minted after the backup was taken carry status indexes the backup never
+//!   recorded for any token: slots handed to writes that were still in
+//!   flight when the snapshot was taken (allocation runs ahead of commits),
+//!   and slots beyond its allocation counter. Restore marks every slot below
+//!   the counter that no token of the backup holds invalid, and the next
+//!   `reserve` slots too, and allocates only after them: those tokens fail
+//!   verification and no index is handed out twice (as long as fewer than
+//!   `reserve` tokens were minted after the backup).
 //!
 //! The restore is the restored audit log's last entry (`backup.restore`).
 
@@ -25,6 +30,7 @@ use serde_json::json;
 use time::OffsetDateTime;
 
 use crate::audit::{self, Actor, ChainHead, NewEntry};
+use crate::model::KeyRecord;
 use crate::store::sled::verify_stored_chain;
 use crate::store::sled_backup::{BackupContents, read_backup, tree};
 use crate::store::sled_layout::*;
@@ -37,6 +43,9 @@ pub struct Restored {
     pub epoch: String,
     /// Status slots marked invalid for tokens minted after the backup.
     pub reserved: std::ops::Range<u64>,
+    /// Slots below the backup's allocation counter that no token of the
+    /// backup holds, marked invalid.
+    pub unheld: usize,
     /// Audit entries in the restored log, its `backup.restore` entry included.
     pub audit_entries: u64,
 }
@@ -134,8 +143,9 @@ fn build(
     let end = next
         .checked_add(reserve)
         .ok_or("--reserve-slots is too large")?;
+    let unheld = unheld_slots(&trees, next)?;
     let mut reserved = sled::Batch::default();
-    for slot in next..end {
+    for &slot in unheld.iter().chain(&(next..end).collect::<Vec<_>>()) {
         reserved.insert(&slot.to_be_bytes(), &[TokenStatus::Invalid.bits()]);
     }
     trees.statuses.apply_batch(reserved).map_err(write)?;
@@ -155,6 +165,7 @@ fn build(
                 "keys": contents.keys,
                 "status_epoch": epoch,
                 "reserved_slots": {"from": next, "to": end},
+                "unheld_slots_invalidated": unheld.len(),
             }),
         },
         now,
@@ -180,6 +191,40 @@ fn build(
         contents,
         epoch,
         reserved: next..end,
+        unheld: unheld.len(),
         audit_entries: report.entries,
     })
+}
+
+/// Most slots a backup may have allocated (4,096 full default lists).
+const MAX_SLOTS: u64 = 1 << 32;
+
+/// The slots below `next` that no token of any key holds and whose status
+/// is still VALID: handed to writes the snapshot did not include.
+fn unheld_slots(trees: &Trees, next: u64) -> Result<Vec<u64>, String> {
+    if next > MAX_SLOTS {
+        return Err(format!(
+            "the backup's status slot counter ({next}) is implausible: it is not a latchkey data directory"
+        ));
+    }
+    let mut held = vec![0u64; next.div_ceil(64) as usize];
+    for item in trees.keys.iter() {
+        let (_, value) = item.map_err(|e| e.to_string())?;
+        let record: KeyRecord = decode("key", &value).map_err(|e| e.to_string())?;
+        for token in record.tokens.iter().filter(|t| t.slot < next) {
+            held[(token.slot / 64) as usize] |= 1 << (token.slot % 64);
+        }
+    }
+    let mut unheld = Vec::new();
+    for slot in 0..next {
+        if held[(slot / 64) as usize] & (1 << (slot % 64)) == 0
+            && !trees
+                .statuses
+                .contains_key(slot.to_be_bytes())
+                .map_err(|e| e.to_string())?
+        {
+            unheld.push(slot);
+        }
+    }
+    Ok(unheld)
 }
