@@ -1,6 +1,7 @@
 //! Backups of the sled engine (contract §9): the file format, the snapshot
 //! the committer writes, and the reader that validates a file before
-//! anything is restored from it (restore itself: `sled_restore`).
+//! anything is restored from it (its per-record rules: `sled_backup_check`;
+//! restore itself: `sled_restore`).
 //!
 //! A backup is line-oriented JSON, so that ordinary tools can inspect it and
 //! a cut-off copy is recognisable:
@@ -32,8 +33,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use crate::audit::{self, AuditEntry, ChainHead};
-use crate::model::{KeyRecord, SigningKeyInfo};
+use crate::model::SigningKeyInfo;
+use crate::store::sled_backup::check::Checker;
 use crate::store::sled_layout::*;
 use crate::store::{BackupSummary, StoreError, StoreResult};
 
@@ -200,7 +201,7 @@ fn write_trees(trees: &Trees, file: &File, at: OffsetDateTime) -> Result<BackupS
     let header = Header {
         format: FORMAT.into(),
         version: VERSION,
-        created_at: crate::model::rfc3339(at),
+        created_at: crate::model::rfc3339(at.replace_nanosecond(0).unwrap_or(at)),
         issuer,
     };
     write_line(&mut out, &header).map_err(io)?;
@@ -238,15 +239,15 @@ fn write_trees(trees: &Trees, file: &File, at: OffsetDateTime) -> Result<BackupS
 }
 
 #[derive(Debug, Default)]
-struct Counts {
-    records: u64,
-    keys: u64,
-    audit: u64,
-    signing_keys: u64,
+pub(crate) struct Counts {
+    pub(crate) records: u64,
+    pub(crate) keys: u64,
+    pub(crate) audit: u64,
+    pub(crate) signing_keys: u64,
 }
 
 impl Counts {
-    fn add(&mut self, tree: &str) {
+    pub(crate) fn add(&mut self, tree: &str) {
         self.records += 1;
         match tree {
             TREE_KEYS => self.keys += 1,
@@ -271,14 +272,14 @@ pub struct BackupContents {
     pub sha256: String,
 }
 
+/// What [`read_backup`] hands each record to: tree, key, value.
+pub type Visit<'a> = dyn FnMut(&str, &[u8], &[u8]) -> Result<(), String> + 'a;
+
 /// Reads and validates a whole backup, handing each record to `visit`
 /// (tree, key, value) as it goes. The error names the line and what is
 /// wrong with it. A caller that writes what `visit` gets must discard it
 /// unless this returns `Ok`: the checksum is known only at the end.
-pub fn read_backup(
-    input: impl Read,
-    visit: &mut dyn FnMut(&str, &[u8], &[u8]) -> Result<(), String>,
-) -> Result<BackupContents, String> {
+pub fn read_backup(input: impl Read, visit: &mut Visit<'_>) -> Result<BackupContents, String> {
     let mut input = BufReader::with_capacity(1 << 20, input);
     let mut body = ring::digest::Context::new(&ring::digest::SHA256);
     let mut whole = ring::digest::Context::new(&ring::digest::SHA256);
@@ -421,106 +422,8 @@ fn check_end(
     Ok(())
 }
 
-/// The per-record rules: known trees in order, keys increasing, values of
-/// the right shape, and the audit chain linked from its first entry to the
-/// recorded head.
-#[derive(Default)]
-struct Checker {
-    counts: Counts,
-    position: Option<(usize, Vec<u8>)>,
-    chain: Option<ChainHead>,
-    recorded_head: Option<ChainHead>,
-    has_capacity: bool,
-    signing_keys: Vec<SigningKeyInfo>,
-}
-
-impl Checker {
-    fn record(&mut self, tree: &str, key: &[u8], value: &[u8]) -> Result<(), String> {
-        let index = TREES
-            .iter()
-            .position(|t| *t == tree)
-            .ok_or_else(|| format!("unknown tree {tree:?}"))?;
-        if let Some((last, last_key)) = &self.position
-            && (index < *last || (index == *last && key <= last_key.as_slice()))
-        {
-            return Err(format!(
-                "record of tree {tree:?} out of order or repeated: the file was edited"
-            ));
-        }
-        self.position = Some((index, key.to_vec()));
-        let text = |what: &str| {
-            std::str::from_utf8(value).map_err(|_| format!("{tree} {what} is not text"))
-        };
-        match tree {
-            TREE_KEYS => {
-                let record: KeyRecord = decode("key", value).map_err(|e| e.to_string())?;
-                if record.id.as_bytes() != key {
-                    return Err("a key record stored under another id".into());
-                }
-            }
-            TREE_SIGNING_KEYS => {
-                let info: SigningKeyInfo =
-                    decode("signing key", value).map_err(|e| e.to_string())?;
-                if info.kid.as_bytes() != key {
-                    return Err("a signing key stored under another kid".into());
-                }
-                self.signing_keys.push(info);
-            }
-            TREE_AUDIT => {
-                let entry: AuditEntry = decode("audit entry", value).map_err(|e| e.to_string())?;
-                if key != seq_key(entry.seq) {
-                    return Err(format!("audit entry {} stored out of place", entry.seq));
-                }
-                let head = self.chain.take().unwrap_or_else(ChainHead::genesis);
-                self.chain = Some(audit::check_link(&head, entry)?);
-            }
-            TREE_STATUSES => {
-                if key.len() != 8 || value.len() != 1 {
-                    return Err("a status entry is not a slot and a status byte".into());
-                }
-            }
-            TREE_NAMES | TREE_TOKENS => {
-                text("value")?;
-            }
-            _ => self.meta(key, value)?,
-        }
-        self.counts.add(tree);
-        Ok(())
-    }
-
-    fn meta(&mut self, key: &[u8], value: &[u8]) -> Result<(), String> {
-        if key == META_STATUS_NEXT || key == META_STATUS_SEQ || key == META_LIST_CAPACITY {
-            read_u64(value).map_err(|_| "a counter in meta is not 8 bytes".to_owned())?;
-            self.has_capacity |= key == META_LIST_CAPACITY;
-        } else if key == META_AUDIT_HEAD {
-            self.recorded_head = Some(decode("audit head", value).map_err(|e| e.to_string())?);
-        }
-        Ok(())
-    }
-
-    /// The checks that need the whole file.
-    fn finish(&self) -> Result<(), String> {
-        if !self.has_capacity {
-            return Err(
-                "the backup records no status list capacity: it is not a complete data directory"
-                    .into(),
-            );
-        }
-        let head = self.chain.clone().unwrap_or_else(ChainHead::genesis);
-        let recorded = self
-            .recorded_head
-            .clone()
-            .unwrap_or_else(ChainHead::genesis);
-        if head != recorded {
-            return Err(format!(
-                "the audit log ends at entry {} but its recorded head is entry {}: entries are missing",
-                head.seq, recorded.seq
-            ));
-        }
-        Ok(())
-    }
-}
-
+#[path = "sled_backup_check.rs"]
+mod check;
 #[cfg(test)]
 #[path = "sled_backup_tests.rs"]
 mod tests;
