@@ -14,12 +14,11 @@ use time::OffsetDateTime;
 
 use crate::audit::{self, AuditEntry, ChainHead, ChainReport, NewEntry};
 use crate::model::{KeyRecord, SigningKeyInfo};
-use crate::store::sled_backup::BackupRequest;
 use crate::store::sled_layout::*;
 use crate::store::sled_write::{Committer, Job, Op, Outcome};
 use crate::store::{
-    BackupSummary, Boot, CommitHook, Durability, KeyUpdate, NewKey, SigningKeyChange, Store,
-    StoreError, StoreFuture, StoreResult,
+    Boot, CommitHook, Durability, KeyUpdate, NewKey, SigningKeyChange, Store, StoreError,
+    StoreFuture, StoreResult,
 };
 
 pub use crate::store::sled_layout::{IndexRebuild, open_db};
@@ -370,11 +369,11 @@ impl Store for SledStore {
             .map(|v| String::from_utf8_lossy(&v).into_owned()))
     }
 
-    fn backup(&self, out: std::path::PathBuf) -> StoreFuture<'_, BackupSummary> {
+    fn backup(&self, out: std::path::PathBuf) -> StoreFuture<'_, crate::store::BackupSummary> {
         // The committer takes the snapshot between batches (`sled_backup`);
         // the fsync happens here, off its thread, so writes wait less.
         let (reply, snapshot) = tokio::sync::oneshot::channel();
-        let request = BackupRequest { path: out, reply };
+        let request = crate::store::sled_backup::BackupRequest { path: out, reply };
         let queued = self.submit(Op::Backup(request), now_utc(), false);
         Box::pin(async move {
             // The job's own reply carries nothing for a backup.
