@@ -115,6 +115,32 @@ impl Client {
         }
         Err(problem_error(status, &bytes))
     }
+
+    /// Sends a GET whose body the caller reads itself (a download), allowed
+    /// `timeout` in all; a non-2xx answer is the server's problem `detail`.
+    pub async fn download(
+        &self,
+        path: &str,
+        timeout: std::time::Duration,
+    ) -> Result<reqwest::Response, CliError> {
+        let url = format!("{}{path}", self.base);
+        let response = self
+            .http
+            .get(&url)
+            .bearer_auth(&self.token)
+            .timeout(timeout)
+            .send()
+            .await
+            .map_err(|e| {
+                CliError::new(format!("cannot reach {}: {}", self.base, short_error(&e)))
+            })?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(response);
+        }
+        let bytes = response.bytes().await.unwrap_or_default();
+        Err(problem_error(status, &bytes))
+    }
 }
 
 fn short_error(e: &reqwest::Error) -> String {

@@ -2,6 +2,7 @@
 //! options and a `run`. `main` only parses and dispatches.
 
 pub mod audit;
+pub mod backup;
 pub mod client;
 pub mod database;
 pub mod kek;
@@ -54,6 +55,10 @@ pub enum Command {
     /// Move an embedded installation into PostgreSQL.
     #[command(subcommand)]
     Store(database::StoreCommand),
+    /// Download a consistent backup from a running server (embedded store).
+    Backup(backup::BackupArgs),
+    /// Offline, with the server stopped: restore a backup into an empty data directory.
+    Restore(backup::RestoreArgs),
 }
 
 /// A command's failure: the message to print and the exit code.
@@ -97,6 +102,8 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Kek(command) => kek::run(command),
         Command::Migrate(args) => database::migrate(args).await,
         Command::Store(command) => database::store(command).await,
+        Command::Backup(args) => backup::backup(args).await,
+        Command::Restore(args) => backup::restore(args).await,
     }
 }
 

@@ -155,7 +155,8 @@ impl From<IssuerError> for ApiError {
             },
             IssuerError::AlreadyRevoked
             | IssuerError::InvalidState(_)
-            | IssuerError::Conflict(_) => ApiError::Conflict {
+            | IssuerError::Conflict(_)
+            | IssuerError::Unsupported(_) => ApiError::Conflict {
                 detail: e.to_string(),
                 errors: None,
             },

@@ -8,6 +8,7 @@
 
 pub mod audit;
 pub mod auth;
+pub mod backup;
 pub mod console;
 pub mod error;
 pub mod introspect;
@@ -87,6 +88,7 @@ pub fn router(state: AppState) -> Router {
         .merge(introspect::router())
         .merge(usage::router())
         .merge(ops::router())
+        .merge(backup::router())
         .merge(openapi::router())
         .merge(console::router())
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))

@@ -36,6 +36,7 @@ use crate::http::ApiState;
         crate::http::ops::healthz,
         crate::http::ops::readyz,
         crate::http::ops::metrics,
+        crate::http::backup::download_backup,
     ),
     modifiers(&BearerAuth),
     tags(
@@ -43,7 +44,7 @@ use crate::http::ApiState;
         (name = "audit", description = "The tamper-evident audit log"),
         (name = "signing-keys", description = "Signing keys"),
         (name = "public", description = "Documents for verifiers"),
-        (name = "operations", description = "Health and metrics"),
+        (name = "operations", description = "Health, metrics and backups"),
     )
 )]
 pub struct ApiDoc;

@@ -15,8 +15,10 @@
 //! | `access.rs` | authenticate a bearer key, introspect, record usage, refused requests |
 //! | `signing_keys.rs` | rotate, import, retire, the lifecycle pass |
 //! | `status_lists.rs` | the status slot ↔ list URI mapping |
+//! | `backup.rs` | online backup of the store |
 
 mod access;
+mod backup;
 mod keys;
 mod signing_keys;
 mod status_lists;
@@ -75,6 +77,10 @@ pub enum IssuerError {
     /// The database cannot be reached; nothing changed, retry later.
     #[error("the database is unavailable: {0}")]
     Unavailable(String),
+    /// The store does not offer this operation; the message says what to
+    /// do instead and may be shown to clients.
+    #[error("{0}")]
+    Unsupported(String),
     /// Something inside failed; the message is for the operator's log.
     #[error("{0}")]
     Internal(String),
@@ -88,6 +94,7 @@ impl From<StoreError> for IssuerError {
             StoreError::Conflict(m) => IssuerError::Conflict(m),
             StoreError::Unavailable(m) => IssuerError::Unavailable(m),
             StoreError::Internal(m) => IssuerError::Internal(m),
+            StoreError::Unsupported(m) => IssuerError::Unsupported(m),
         }
     }
 }

@@ -29,11 +29,16 @@
 //! [`Store::set_commit_hook`] reports this process's committed status
 //! changes in commit order, which is how the published status lists follow
 //! the store.
+//!
+//! [`Store::backup`] writes a consistent snapshot to a file; an engine
+//! whose data lives elsewhere answers [`StoreError::Unsupported`].
 
 pub mod copy;
 pub mod postgres;
 pub mod sled;
+pub mod sled_backup;
 mod sled_layout;
+pub mod sled_restore;
 mod sled_write;
 
 use std::future::Future;
@@ -64,6 +69,10 @@ pub enum StoreError {
     /// The engine failed; the message is for the operator, not for clients.
     #[error("storage error: {0}")]
     Internal(String),
+    /// The engine does not offer this operation; the message is for
+    /// clients and says what to do instead.
+    #[error("{0}")]
+    Unsupported(String),
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
@@ -163,6 +172,18 @@ pub struct StatusCommit {
     pub first_seq: u64,
 }
 
+/// What [`Store::backup`] wrote.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct BackupSummary {
+    pub keys: u64,
+    pub audit_entries: u64,
+    pub signing_keys: u64,
+    /// Size of the file.
+    pub bytes: u64,
+    /// Hex SHA-256 of the whole file (what `sha256sum` prints).
+    pub sha256: String,
+}
+
 /// Called after each commit, in commit order, before the write resolves.
 pub type CommitHook = Box<dyn Fn(&StatusCommit) + Send + Sync>;
 
@@ -258,5 +279,18 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// this process has caught up with it).
     fn ready(&self) -> bool {
         true
+    }
+
+    /// Writes a consistent snapshot of everything stored to `out`, a file
+    /// that must not exist yet (created 0600, on disk when this resolves).
+    /// Engines that keep their data elsewhere refuse with
+    /// [`StoreError::Unsupported`] saying how to back them up.
+    fn backup(&self, out: std::path::PathBuf) -> StoreFuture<'_, BackupSummary> {
+        let _ = out;
+        Box::pin(async {
+            Err(StoreError::Unsupported(
+                "this store cannot write backups".into(),
+            ))
+        })
     }
 }

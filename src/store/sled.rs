@@ -329,6 +329,25 @@ impl Store for SledStore {
     fn recorded_issuer(&self) -> StoreFuture<'_, Option<String>> {
         ready(self.meta_text(META_ISSUER))
     }
+
+    fn backup(&self, out: std::path::PathBuf) -> StoreFuture<'_, crate::store::BackupSummary> {
+        // The committer takes the snapshot between batches (`sled_backup`);
+        // the fsync happens here, off its thread, so writes wait less.
+        let (reply, snapshot) = tokio::sync::oneshot::channel();
+        let request = crate::store::sled_backup::BackupRequest { path: out, reply };
+        let queued = self.submit(Op::Backup(request), now_utc(), false);
+        Box::pin(async move {
+            // The job's own reply carries nothing for a backup.
+            drop(queued);
+            let stopped = || StoreError::Internal("the store's writer has stopped".into());
+            let (summary, file) = snapshot.await.map_err(|_| stopped())??;
+            tokio::task::spawn_blocking(move || file.sync_all())
+                .await
+                .map_err(|_| stopped())?
+                .map_err(|e| StoreError::Internal(format!("cannot sync the backup: {e}")))?;
+            Ok(summary)
+        })
+    }
 }
 
 impl SledStore {
@@ -378,7 +397,7 @@ impl SledStore {
 
 /// Checks numbering, links, hashes, each entry's position and the recorded
 /// head (which catches entries removed from the end).
-fn verify_stored_chain(trees: &Trees) -> Result<ChainReport, String> {
+pub(crate) fn verify_stored_chain(trees: &Trees) -> Result<ChainReport, String> {
     let mut head = ChainHead::genesis();
     for item in trees.audit.iter() {
         let (key, value) = item.map_err(|e| e.to_string())?;

@@ -25,6 +25,7 @@ use time::OffsetDateTime;
 
 use crate::audit::{self, ChainHead, NewEntry};
 use crate::model::{KeyRecord, SigningKeyInfo};
+use crate::store::sled_backup::BackupRequest;
 use crate::store::sled_layout::*;
 use crate::store::{
     CommitHook, KeyUpdate, NewKey, SigningKeyChange, StatusCommit, StoreError, StoreResult,
@@ -52,6 +53,9 @@ pub enum Op {
     },
     /// Nothing to write: resolves once everything before it is on disk.
     Flush,
+    /// A snapshot of every tree, taken after its batch is committed and
+    /// flushed, before the next batch (answered through the request).
+    Backup(BackupRequest),
 }
 
 /// Per-item outcomes of a job, or the failure of its whole batch.
@@ -173,8 +177,11 @@ impl Committer {
             }
             let outcomes = self.commit(&batch);
             let mut durable = Vec::new();
+            let mut backups = Vec::new();
             for (job, outcome) in batch.into_iter().zip(outcomes) {
-                if job.durable && outcome.is_ok() {
+                if let Op::Backup(request) = job.op {
+                    backups.push((request, job.at, outcome));
+                } else if job.durable && outcome.is_ok() {
                     durable.push((job.reply, outcome));
                 } else {
                     let _ = job.reply.send(outcome);
@@ -182,6 +189,16 @@ impl Committer {
             }
             if !durable.is_empty() {
                 flush(&self.trees.db, durable);
+            }
+            // No write can land until the snapshot is taken: this thread
+            // is the only writer.
+            for (request, at, outcome) in backups {
+                match outcome {
+                    Ok(_) => request.run(&self.trees, at),
+                    Err(e) => {
+                        let _ = request.reply.send(Err(e));
+                    }
+                }
             }
         }
     }
@@ -394,7 +411,7 @@ fn plan_job(
             plan.put(T::Meta, key, value.clone());
             Ok(vec![Ok(())])
         }
-        Op::Flush => Ok(vec![Ok(())]),
+        Op::Flush | Op::Backup(_) => Ok(vec![Ok(())]),
     }
 }
 

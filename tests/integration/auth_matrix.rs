@@ -30,9 +30,11 @@ enum Route {
     RotateSigningKey,
     Introspect,
     Usage,
+    /// A read that only global admins may make.
+    Backup,
 }
 
-const ROUTES: [Route; 13] = [
+const ROUTES: [Route; 14] = [
     Route::CreateKey,
     Route::ListKeys,
     Route::GetKey,
@@ -46,6 +48,7 @@ const ROUTES: [Route; 13] = [
     Route::RotateSigningKey,
     Route::Introspect,
     Route::Usage,
+    Route::Backup,
 ];
 
 impl Route {
@@ -93,6 +96,7 @@ impl Route {
             Route::RotateSigningKey => "/v1/signing-keys/rotate",
             Route::Introspect => "/v1/introspect",
             Route::Usage => "/v1/usage",
+            Route::Backup => "/v1/backup",
         }
     }
 
@@ -101,6 +105,7 @@ impl Route {
             Route::RotateSigningKey => ("POST", "/v1/signing-keys/rotate"),
             Route::Introspect => ("POST", "/v1/introspect"),
             Route::Usage => ("POST", "/v1/usage"),
+            Route::Backup => ("GET", "/v1/backup"),
             _ => ("GET", "/v1/keys"),
         }
     }
@@ -155,6 +160,7 @@ async fn prepare(app: &TestApp, route: Route, n: usize) -> Prepared {
             (Method::POST, format!("/v1/keys/{id}/resume"), None)
         }
         Route::Audit => (Method::GET, "/v1/audit".to_owned(), None),
+        Route::Backup => (Method::GET, "/v1/backup".to_owned(), None),
         Route::SigningKeys => (Method::GET, "/v1/signing-keys".to_owned(), None),
         Route::RotateSigningKey => (
             Method::POST,
@@ -388,9 +394,15 @@ async fn callers(app: &TestApp) -> Vec<Caller> {
 fn expected_status(route: Route, kind: Kind) -> &'static [u16] {
     match kind {
         Kind::Invalid => &[401],
+        // PostgreSQL is backed up with pg_dump: the route says so (409).
+        Kind::Admin
+            if route == Route::Backup && crate::ENGINE == crate::support::Engine::Postgres =>
+        {
+            &[409]
+        }
         Kind::Admin => route.success(),
         _ if route.any_key() => route.success(),
-        Kind::Viewer if route.is_write() => &[403],
+        Kind::Viewer if route.is_write() || route == Route::Backup => &[403],
         Kind::Viewer => route.success(),
         Kind::AccountViewer => &[403],
     }

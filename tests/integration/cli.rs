@@ -33,15 +33,15 @@ fn http() -> reqwest::Client {
 }
 
 /// A `latchkey serve` child process, killed when dropped.
-struct Server {
+pub(crate) struct Server {
     child: Child,
-    base: String,
+    pub(crate) base: String,
     stderr: Arc<Mutex<String>>,
 }
 
 impl Server {
     /// Starts `serve` on a free port of 127.0.0.1 and waits until it is healthy.
-    async fn start(dir: &Path, extra: &[&str]) -> Server {
+    pub(crate) async fn start(dir: &Path, extra: &[&str]) -> Server {
         Self::start_logging(dir, extra, "warn").await
     }
 
@@ -131,7 +131,7 @@ impl Server {
 
     /// Stops the server with SIGTERM (bounded wait, then SIGKILL) and
     /// returns everything it wrote to stderr.
-    async fn stop(mut self) -> String {
+    pub(crate) async fn stop(mut self) -> String {
         let pid = self.child.id().to_string();
         let _ = std::process::Command::new("kill")
             .args(["-TERM", &pid])
@@ -157,7 +157,7 @@ impl Server {
     }
 
     /// A `latchkey` client command aimed at this server with `token`.
-    fn client(&self, token: &str) -> std::process::Command {
+    pub(crate) fn client(&self, token: &str) -> std::process::Command {
         let mut command = latchkey();
         command
             .env("LATCHKEY_SERVER", &self.base)
@@ -165,7 +165,7 @@ impl Server {
         command
     }
 
-    async fn get(&self, path: &str, token: &str) -> (u16, Value) {
+    pub(crate) async fn get(&self, path: &str, token: &str) -> (u16, Value) {
         let response = http()
             .get(format!("{}{path}", self.base))
             .bearer_auth(token)
@@ -186,7 +186,7 @@ impl Drop for Server {
 }
 
 #[track_caller]
-fn ok(ran: &Ran) -> &Ran {
+pub(crate) fn ok(ran: &Ran) -> &Ran {
     assert!(
         ran.success,
         "exit {:?}\nstdout: {}\nstderr: {}",
@@ -195,7 +195,7 @@ fn ok(ran: &Ran) -> &Ran {
     ran
 }
 
-fn mode(path: &Path) -> u32 {
+pub(crate) fn mode(path: &Path) -> u32 {
     std::fs::metadata(path).unwrap().permissions().mode() & 0o777
 }
 
@@ -207,7 +207,7 @@ fn tokens_in(text: &str) -> Vec<String> {
         .collect()
 }
 
-fn read_token(path: &Path) -> String {
+pub(crate) fn read_token(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap().trim().to_owned()
 }
 

@@ -12,6 +12,8 @@ mod attacks;
 mod audit_denials;
 mod audit_log;
 mod auth_matrix;
+mod backup;
+mod backup_cli;
 mod cli;
 mod crash;
 mod external;

@@ -656,4 +656,10 @@ impl Store for PgStore {
     fn ready(&self) -> bool {
         self.feed.listening() && !self.pool.is_closed()
     }
+
+    fn backup(&self, _out: std::path::PathBuf) -> StoreFuture<'_, crate::store::BackupSummary> {
+        crate::store::ready(Err(StoreError::Unsupported(
+            "this issuer keeps its data in PostgreSQL: back it up with pg_dump (and keep the key-encryption key file apart from the dump)".into(),
+        )))
+    }
 }
