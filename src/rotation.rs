@@ -22,27 +22,8 @@ pub async fn maintain(state: &AppState) -> IssuerResult<Vec<KeyEvent>> {
 pub fn spawn_maintenance(state: AppState) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut ticker = tokio::time::interval(MAINTENANCE_INTERVAL);
-        let mut changes = state.issuer.signing_key_changes();
         loop {
-            // Another replica rotated (or retired) a key: publish its result
-            // now, not at the next tick.
-            let changed = async {
-                match changes.as_mut() {
-                    Some(rx) => rx.changed().await.is_ok(),
-                    None => std::future::pending().await,
-                }
-            };
-            tokio::select! {
-                _ = ticker.tick() => {}
-                alive = changed => {
-                    if !alive {
-                        changes = None;
-                    } else if let Err(e) = state.issuer.reload_signing_keys().await {
-                        tracing::warn!(error = %e, "could not load the signing keys another replica changed");
-                    }
-                    continue;
-                }
-            }
+            ticker.tick().await;
             // A minute of refused anonymous requests is audited even when
             // no request comes after it.
             state.issuer.flush_due_denials().await;

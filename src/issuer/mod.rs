@@ -49,6 +49,32 @@ pub use status_lists::StatusLists;
 /// How often a key's `last_used_at` is written at most.
 pub const LAST_USED_RESOLUTION_SECS: i64 = 60;
 
+/// Loads the key set again whenever another process (a replica) changed
+/// it, so every replica publishes a rotation at once. Ends with the store.
+fn follow_signing_key_changes(store: &Arc<dyn Store>, keyring: &Arc<KeyRing>) {
+    let Some(mut changes) = store.signing_key_changes() else {
+        return;
+    };
+    let store = Arc::downgrade(store);
+    let keyring = Arc::downgrade(keyring);
+    tokio::spawn(async move {
+        while changes.changed().await.is_ok() {
+            let (Some(store), Some(keyring)) = (store.upgrade(), keyring.upgrade()) else {
+                return;
+            };
+            let loaded = async {
+                let sealed = store.sealed_signing_keys().await?.into_iter().collect();
+                keyring
+                    .install(store.signing_keys().await?, &sealed)
+                    .map_err(IssuerError::from)
+            };
+            if let Err(e) = loaded.await {
+                tracing::warn!(error = %e, "could not load the signing keys another replica changed");
+            }
+        }
+    });
+}
+
 /// Why an operation was refused or failed.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum IssuerError {
@@ -141,7 +167,7 @@ impl IssuerSettings {
 /// The issuer: every user operation. Cheap to share behind an `Arc`.
 pub struct Issuer {
     store: Arc<dyn Store>,
-    keyring: KeyRing,
+    keyring: Arc<KeyRing>,
     board: Arc<StatusBoard>,
     clock: SharedClock,
     settings: IssuerSettings,
@@ -194,7 +220,12 @@ impl Issuer {
             published.apply(&commit.changes);
         }));
         let sealed = store.sealed_signing_keys().await?.into_iter().collect();
-        let keyring = KeyRing::open(material, store.signing_keys().await?, &sealed)?;
+        let keyring = Arc::new(KeyRing::open(
+            material,
+            store.signing_keys().await?,
+            &sealed,
+        )?);
+        follow_signing_key_changes(&store, &keyring);
         let expectations =
             Expectations::new(settings.issuer.clone(), settings.primary_audience.clone());
         Ok(Issuer {
@@ -274,11 +305,6 @@ impl Issuer {
     /// Whether writes can be served now (the store is reachable).
     pub fn ready(&self) -> bool {
         self.store.ready()
-    }
-
-    /// Ticks when another replica may have changed the signing keys.
-    pub fn signing_key_changes(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
-        self.store.signing_key_changes()
     }
 
     /// Waits until every change so far is on disk.

@@ -127,7 +127,9 @@ pub struct KeyUpdate {
 }
 
 /// A signing key's new record and the state it must still be in
-/// (`None`: it must not be recorded yet).
+/// (`None`: it must not be recorded yet). A change that adds a key must
+/// name every recorded key (unchanged ones with their current state), so
+/// two rotations computed from the same key set cannot both commit.
 #[derive(Debug, Clone)]
 pub struct SigningKeyChange {
     pub info: SigningKeyInfo,

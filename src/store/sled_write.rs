@@ -380,6 +380,27 @@ fn plan_job(
             Ok(vec![Ok(())])
         }
         Op::SigningKeys { changes, entries } => {
+            // A change that adds a key names every recorded key: a key
+            // added meanwhile (another rotation) makes it a conflict.
+            if changes.iter().any(|c| c.expected.is_none()) {
+                let named: HashSet<&[u8]> = changes.iter().map(|c| c.info.kid.as_bytes()).collect();
+                let mut recorded: Vec<Vec<u8>> = Vec::new();
+                for item in plan.trees.signing_keys.iter() {
+                    recorded.push(item.map_err(internal)?.0.to_vec());
+                }
+                recorded.extend(
+                    plan.pending
+                        .iter()
+                        .filter(|((t, _), v)| *t == T::Signing && v.is_some())
+                        .map(|((_, k), _)| k.clone()),
+                );
+                if let Some(kid) = recorded.iter().find(|k| !named.contains(k.as_slice())) {
+                    return Ok(vec![Err(StoreError::Conflict(format!(
+                        "signing key {} was added meanwhile; try again",
+                        String::from_utf8_lossy(kid)
+                    )))]);
+                }
+            }
             for change in changes {
                 let state = match plan.get(T::Signing, change.info.kid.as_bytes())? {
                     Some(bytes) => Some(decode::<SigningKeyInfo>("signing key", &bytes)?.state),

@@ -19,7 +19,7 @@ const DAY: i64 = 86_400;
 
 /// The status of `token` as published, read from both list formats; the
 /// signed form is verified against the served JWKS.
-async fn published_status(app: &TestApp, token: &str) -> TokenStatus {
+pub(crate) async fn published_status(app: &TestApp, token: &str) -> TokenStatus {
     let claims = claims_of(token);
     let uri = claims["status"]["status_list"]["uri"]
         .as_str()
@@ -214,7 +214,10 @@ async fn a_new_list_starts_when_one_fills() {
 
 /// Reads SSE events (name, id, data) from a streaming body until `count`
 /// arrive or the bounded wait ends.
-async fn read_events(body: &mut Body, count: usize) -> Vec<(String, Option<String>, Value)> {
+pub(crate) async fn read_events(
+    body: &mut Body,
+    count: usize,
+) -> Vec<(String, Option<String>, Value)> {
     let mut buffer = String::new();
     let mut events = Vec::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
@@ -244,7 +247,7 @@ async fn read_events(body: &mut Body, count: usize) -> Vec<(String, Option<Strin
     events
 }
 
-async fn subscribe(app: &TestApp, last_event_id: Option<&str>) -> Body {
+pub(crate) async fn subscribe(app: &TestApp, last_event_id: Option<&str>) -> Body {
     let mut request = Request::builder()
         .method(Method::GET)
         .uri("/v1/status/stream");

@@ -488,6 +488,11 @@ impl TestApp {
         }
     }
 
+    /// The PostgreSQL URL as given (password included), for configuration.
+    pub fn database_text(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("database-url")).unwrap()
+    }
+
     /// Every text and record the PostgreSQL engine stored (`None` for the
     /// embedded engine, whose files the caller reads).
     pub async fn stored_text(&self) -> Option<String> {

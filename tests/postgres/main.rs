@@ -25,6 +25,7 @@ mod keys_api;
 mod pg_cluster;
 #[path = "../integration/public_docs.rs"]
 mod public_docs;
+mod replicas;
 #[path = "../integration/status_rotation.rs"]
 mod status_rotation;
 #[path = "../integration/support.rs"]

@@ -362,6 +362,19 @@ fn plan_job(
                     "the database's signing keys were resealed under another key-encryption key; restart this replica with the new --key-encryption-key-file".into(),
                 ))]);
             }
+            // A change that adds a key names every recorded key: a key
+            // added meanwhile (a rotation on another replica) makes it a
+            // conflict.
+            if changes.iter().any(|c| c.expected.is_none())
+                && let Some(kid) = plan
+                    .signing
+                    .keys()
+                    .find(|kid| !changes.iter().any(|c| &c.info.kid == *kid))
+            {
+                return Ok(vec![Err(StoreError::Conflict(format!(
+                    "signing key {kid} was added meanwhile; try again"
+                )))]);
+            }
             for change in changes {
                 if plan.signing.get(&change.info.kid).copied() != change.expected {
                     return Ok(vec![Err(StoreError::Conflict(format!(
