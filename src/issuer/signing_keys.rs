@@ -108,7 +108,10 @@ impl Issuer {
             .await;
         if let Err(crate::store::StoreError::Conflict(_)) = &result {
             // Another replica changed the key set first: show its result.
-            self.reload_signing_keys().await?;
+            // (If that fails too, the conflict is still the answer.)
+            if let Err(e) = self.reload_signing_keys().await {
+                tracing::warn!(error = %e, "could not load the signing keys after a conflict");
+            }
         }
         result?;
         self.reload_signing_keys().await

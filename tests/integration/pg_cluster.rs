@@ -22,7 +22,6 @@
 // Each test binary that includes this file uses a different part of it.
 #![allow(dead_code)]
 
-use std::ffi::OsStr;
 use std::io::Read;
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::CommandExt;

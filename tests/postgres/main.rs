@@ -21,6 +21,7 @@ mod auth_matrix;
 mod introspection;
 #[path = "../integration/keys_api.rs"]
 mod keys_api;
+mod moving;
 #[path = "../integration/pg_cluster.rs"]
 mod pg_cluster;
 #[path = "../integration/public_docs.rs"]
