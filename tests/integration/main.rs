@@ -17,6 +17,7 @@ mod introspection;
 mod keys_api;
 mod names;
 mod never_goes_back;
+mod pg_cluster;
 mod public_docs;
 mod status_rotation;
 mod support;
