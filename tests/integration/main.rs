@@ -19,6 +19,7 @@ mod names;
 mod never_goes_back;
 mod pg_cluster;
 mod public_docs;
+mod replica;
 mod status_rotation;
 mod support;
 mod verifier_e2e;
