@@ -9,6 +9,7 @@ mod attacks;
 mod audit_denials;
 mod audit_log;
 mod auth_matrix;
+mod balancer;
 mod cli;
 mod crash;
 mod external;
