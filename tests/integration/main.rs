@@ -12,6 +12,7 @@ mod auth_matrix;
 mod balancer;
 mod cli;
 mod crash;
+mod deploy_nginx;
 mod external;
 mod gate;
 mod introspection;
