@@ -19,6 +19,9 @@ ENV LATCHKEY_LISTEN=0.0.0.0:8080 \
     LATCHKEY_KEYS_DIR=/var/lib/latchkey/keys \
     LATCHKEY_LOG_FORMAT=json
 EXPOSE 8080
+# The embedded store's directories; with LATCHKEY_DATABASE_URL (PostgreSQL,
+# see docker-compose.yml) they stay empty and the key-encryption key comes
+# from a mounted file instead.
 VOLUME ["/var/lib/latchkey/data", "/var/lib/latchkey/keys"]
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["/usr/local/bin/latchkey"]

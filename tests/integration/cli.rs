@@ -2,16 +2,14 @@
 //! the `keys` client commands against it, the bootstrap token shown once,
 //! `recover-admin` and `init` on the data directory.
 
-use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use latchkey_verifier::{Expectations, KeySet, verify_signed};
 use serde_json::{Value, json};
 
+use crate::replica::Replica;
 use crate::support::{Ran, latchkey, run};
 
 const FIXED_ISSUER: &str = "http://latchkey.cli.test";
@@ -32,11 +30,10 @@ fn http() -> reqwest::Client {
         .unwrap()
 }
 
-/// A `latchkey serve` child process, killed when dropped.
+/// `serve` on a test's data directory, with the client calls the tests make.
 pub(crate) struct Server {
-    child: Child,
+    replica: Replica,
     pub(crate) base: String,
-    stderr: Arc<Mutex<String>>,
 }
 
 impl Server {
@@ -47,113 +44,53 @@ impl Server {
 
     /// [`Server::start`] with this `LATCHKEY_LOG` filter.
     async fn start_logging(dir: &Path, extra: &[&str], log: &str) -> Server {
-        let port = free_port();
-        let listen = format!("127.0.0.1:{port}");
-        let mut child = latchkey()
-            .arg("serve")
-            .args(["--listen", &listen])
-            .arg("--data-dir")
-            .arg(dir.join("data"))
-            .arg("--keys-dir")
-            .arg(dir.join("keys"))
-            .args(extra)
-            .env("LATCHKEY_LOG", log)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let pipe = child.stderr.take().unwrap();
-        let sink = Arc::clone(&stderr);
-        std::thread::spawn(move || {
-            for line in BufReader::new(pipe).lines() {
-                let Ok(line) = line else { break };
-                let mut text = sink.lock().unwrap();
-                text.push_str(&line);
-                text.push('\n');
-            }
-        });
-        let mut server = Server {
-            child,
-            base: format!("http://{listen}"),
-            stderr,
-        };
-        server.wait_healthy().await;
-        server
-    }
-
-    async fn wait_healthy(&mut self) {
-        let client = http();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                panic!("serve exited with {status}: {}", self.stderr());
-            }
-            if let Ok(response) = client.get(format!("{}/healthz", self.base)).send().await
-                && response.status() == 200
-            {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("serve did not become healthy: {}", self.stderr());
+        let data = dir.join("data").display().to_string();
+        let keys = dir.join("keys").display().to_string();
+        let mut args = vec!["--data-dir", &data, "--keys-dir", &keys];
+        args.extend_from_slice(extra);
+        let replica = Replica::spawn(
+            Path::new(env!("CARGO_BIN_EXE_latchkey")),
+            &args,
+            &[("LATCHKEY_LOG", log)],
+        )
+        .await;
+        let base = replica.url();
+        Server { replica, base }
     }
 
     fn stderr(&self) -> String {
-        self.stderr.lock().unwrap().clone()
+        self.replica.stderr_text()
     }
 
     /// Waits (bounded) until stderr contains `needle`.
     async fn wait_for_stderr(&self, needle: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            let text = self.stderr();
-            if text.contains(needle) {
-                return text;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        panic!("{needle:?} never appeared on stderr: {}", self.stderr());
+        assert!(
+            self.replica
+                .stderr_shows(needle, Duration::from_secs(10))
+                .await,
+            "{needle:?} never appeared on stderr: {}",
+            self.stderr()
+        );
+        self.stderr()
     }
 
     /// Whether `needle` appears on stderr within a short bounded wait.
     async fn stderr_shows(&self, needle: &str) -> bool {
-        let deadline = Instant::now() + Duration::from_secs(2);
-        while Instant::now() < deadline {
-            if self.stderr().contains(needle) {
-                return true;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        false
+        self.replica
+            .stderr_shows(needle, Duration::from_secs(2))
+            .await
     }
 
     /// Stops the server with SIGTERM (bounded wait, then SIGKILL) and
     /// returns everything it wrote to stderr.
     pub(crate) async fn stop(mut self) -> String {
-        let pid = self.child.id().to_string();
-        let _ = std::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if self.child.try_wait().unwrap().is_some() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        // Give the reader thread a moment to drain the closed pipe.
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        self.replica.terminate().await;
         self.stderr()
     }
 
     /// Kills the server with SIGKILL: no graceful shutdown, no final flush.
     fn crash(mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
+        self.replica.kill9();
     }
 
     /// A `latchkey` client command aimed at this server with `token`.
@@ -175,13 +112,6 @@ impl Server {
         let status = response.status().as_u16();
         let body = response.json().await.unwrap_or(Value::Null);
         (status, body)
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -8,70 +8,33 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::process::{Child, Stdio};
 use std::time::Duration;
 
 use latchkey_verifier::TokenStatus;
 use latchkey_verifier::status_list::StatusList;
 use serde_json::{Value, json};
 
+use crate::replica::Replica;
 use crate::support::{claims_of, latchkey};
 
 const CYCLES: usize = 20;
 
-struct Server {
-    child: Child,
-    base: String,
-}
-
-impl Server {
-    async fn start(dir: &Path) -> Server {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = latchkey()
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-            .arg("--data-dir")
-            .arg(dir.join("data"))
-            .arg("--keys-dir")
-            .arg(dir.join("keys"))
-            .arg("--bootstrap-token-file")
-            .arg(dir.join("bootstrap.token"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let server = Server {
-            child,
-            base: format!("http://127.0.0.1:{port}"),
-        };
-        latchkey::cli::client::install_tls_provider();
-        let client = reqwest::Client::new();
-        for _ in 0..200 {
-            if let Ok(r) = client.get(format!("{}/healthz", server.base)).send().await
-                && r.status() == 200
-            {
-                return server;
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        panic!("the server did not become healthy");
-    }
-
-    fn kill(mut self) {
-        // SIGKILL: no shutdown hook, no final flush.
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// `serve` on the test's data directory, healthy; each start picks a new port.
+async fn start(dir: &Path) -> Replica {
+    let path = |name: &str| dir.join(name).display().to_string();
+    Replica::spawn(
+        Path::new(env!("CARGO_BIN_EXE_latchkey")),
+        &[
+            "--data-dir",
+            &path("data"),
+            "--keys-dir",
+            &path("keys"),
+            "--bootstrap-token-file",
+            &path("bootstrap.token"),
+        ],
+        &[],
+    )
+    .await
 }
 
 /// What the client was told, per key.
@@ -159,14 +122,14 @@ async fn acknowledged_changes_survive_sigkill_loops() {
     let mut attempted_names: Vec<String> = Vec::new();
 
     for cycle in 0..CYCLES {
-        let server = Server::start(dir.path()).await;
+        let mut server = start(dir.path()).await;
         if admin.is_empty() {
             admin = std::fs::read_to_string(dir.path().join("bootstrap.token"))
                 .unwrap()
                 .trim()
                 .to_owned();
         }
-        let base = server.base.clone();
+        let base = server.url();
 
         // --- Check everything acknowledged so far against what the restarted server publishes.
         // Changes that committed without being acknowledged (killed before the
@@ -344,7 +307,8 @@ async fn acknowledged_changes_survive_sigkill_loops() {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         tokio::time::sleep(Duration::from_millis(5 + (cycle as u64 * 7) % 40)).await;
-        server.kill();
+        // SIGKILL: no shutdown hook, no final flush.
+        server.kill9();
         while let Some(result) = tasks.join_next().await {
             for (kind, body) in result.unwrap() {
                 match kind {

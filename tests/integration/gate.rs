@@ -7,8 +7,8 @@
 //! [`proxies`] puts Debian's nginx and Caddy in front of an echoing
 //! upstream with the gate behind them.
 
-mod harness;
-mod proxies;
+pub(crate) mod harness;
+pub(crate) mod proxies;
 
 use std::time::{Duration, Instant};
 

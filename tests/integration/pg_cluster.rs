@@ -48,6 +48,14 @@ pub fn shared() -> &'static PgCluster {
     SHARED.get_or_init(PgCluster::start)
 }
 
+/// An unprivileged user and its ids.
+#[derive(Debug, Clone)]
+struct RunAs {
+    name: String,
+    uid: u32,
+    gid: u32,
+}
+
 /// One running (or stopped) PostgreSQL cluster in a temporary directory.
 pub struct PgCluster {
     /// Holds `data/`, `sock/` and `postgres.log`; removed on drop.
@@ -57,7 +65,7 @@ pub struct PgCluster {
     /// Password of both the superuser `postgres` and [`APP_ROLE`].
     password: String,
     /// The user the server programs run as, when not the current one.
-    run_as: Option<String>,
+    run_as: Option<RunAs>,
     databases: AtomicU64,
     watchdog: Mutex<Option<Child>>,
 }
@@ -76,13 +84,19 @@ impl std::fmt::Debug for PgCluster {
 impl PgCluster {
     /// Initialises and starts a new cluster; panics saying why when it cannot.
     pub fn start() -> PgCluster {
+        Self::start_watching(std::process::id(), WATCHDOG_POLLS)
+    }
+
+    /// [`PgCluster::start`] whose watchdog waits for process `watched`, at
+    /// most `polls` half-seconds.
+    fn start_watching(watched: u32, polls: u32) -> PgCluster {
         let bin = postgres_bin();
         let run_as = running_as_root().then(unprivileged_user);
         let dir = tempfile::Builder::new()
             .prefix("latchkey-pg-")
             .tempdir()
             .expect("create a temporary directory for PostgreSQL");
-        let cluster = PgCluster {
+        let mut cluster = PgCluster {
             password: random_hex(16),
             port: 0,
             bin,
@@ -91,14 +105,14 @@ impl PgCluster {
             watchdog: Mutex::new(None),
             dir,
         };
-        std::fs::create_dir(cluster.dir.path().join("sock")).expect("create the socket directory");
+        let sock = cluster.dir.path().join("sock");
+        std::fs::create_dir(&sock).expect("create the socket directory");
         cluster.give_to_user(cluster.dir.path());
-        cluster.give_to_user(&cluster.dir.path().join("sock"));
+        cluster.give_to_user(&sock);
         cluster.initdb();
-        cluster.spawn_watchdog();
+        cluster.spawn_watchdog(watched, polls);
         // The port is free when picked but may be taken before the server
         // binds it; a few tries with fresh ports make that harmless.
-        let mut cluster = cluster;
         for attempt in 1..=3 {
             cluster.port = free_port();
             cluster.write_settings();
@@ -278,7 +292,7 @@ impl PgCluster {
     /// not reach it, that polls the test process every 0.5 s and, once it
     /// is gone (or after 45 minutes), stops the cluster and removes its
     /// directory.
-    fn spawn_watchdog(&self) {
+    fn spawn_watchdog(&self, watched: u32, polls: u32) {
         const SCRIPT: &str = r#"
 i=0
 while [ "$i" -lt "$2" ] && kill -0 "$1" 2>/dev/null; do
@@ -296,12 +310,12 @@ rm -rf "$5"
             .arg("-c")
             .arg(SCRIPT)
             .arg("latchkey-pg-watchdog")
-            .arg(std::process::id().to_string())
-            .arg(WATCHDOG_POLLS.to_string())
+            .arg(watched.to_string())
+            .arg(polls.to_string())
             .arg(self.bin.join("pg_ctl"))
             .arg(self.data_dir())
             .arg(self.dir.path())
-            .arg(self.run_as.as_deref().unwrap_or(""))
+            .arg(self.run_as.as_ref().map_or("", |u| u.name.as_str()))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -318,7 +332,7 @@ rm -rf "$5"
         let mut command = match &self.run_as {
             Some(user) => {
                 let mut c = Command::new("runuser");
-                c.args(["-u", user, "--"]).arg(path);
+                c.args(["-u", &user.name, "--"]).arg(path);
                 c
             }
             None => Command::new(path),
@@ -341,19 +355,10 @@ rm -rf "$5"
 
     /// Hands `path` to the unprivileged user, if there is one.
     fn give_to_user(&self, path: &Path) {
-        let Some(user) = &self.run_as else { return };
-        let id = |flag: &str| -> u32 {
-            let out = Command::new("id")
-                .args([flag, user])
-                .output()
-                .expect("run id");
-            String::from_utf8_lossy(&out.stdout)
-                .trim()
-                .parse()
-                .unwrap_or_else(|_| panic!("`id {flag} {user}` printed no number"))
-        };
-        std::os::unix::fs::chown(path, Some(id("-u")), Some(id("-g")))
-            .unwrap_or_else(|e| panic!("chown {} to {user}: {e}", path.display()));
+        if let Some(user) = &self.run_as {
+            std::os::unix::fs::chown(path, Some(user.uid), Some(user.gid))
+                .unwrap_or_else(|e| panic!("chown {} to {}: {e}", path.display(), user.name));
+        }
     }
 }
 
@@ -407,17 +412,24 @@ fn running_as_root() -> bool {
 
 /// `latchkey-test`, created as a system user when missing; `nobody` when
 /// it cannot be created.
-fn unprivileged_user() -> String {
-    let exists = |user: &str| {
-        Command::new("id")
-            .arg(user)
-            .stdout(Stdio::null())
+fn unprivileged_user() -> RunAs {
+    let id = |flag: &str, user: &str| -> Option<u32> {
+        let out = Command::new("id")
+            .args([flag, user])
             .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
+            .output()
+            .ok()?;
+        String::from_utf8_lossy(&out.stdout).trim().parse().ok()
+    };
+    let lookup = |user: &str| {
+        Some(RunAs {
+            name: user.to_owned(),
+            uid: id("-u", user)?,
+            gid: id("-g", user)?,
+        })
     };
     let _guard = INSTALLING.lock().unwrap_or_else(|p| p.into_inner());
-    if !exists(TEST_USER) {
+    if lookup(TEST_USER).is_none() {
         let _ = Command::new("useradd")
             .args([
                 "--system",
@@ -430,11 +442,9 @@ fn unprivileged_user() -> String {
             .stderr(Stdio::null())
             .status();
     }
-    if exists(TEST_USER) {
-        TEST_USER.to_owned()
-    } else {
-        "nobody".to_owned()
-    }
+    lookup(TEST_USER)
+        .or_else(|| lookup("nobody"))
+        .expect("neither the user latchkey-test nor nobody exists to run PostgreSQL as")
 }
 
 /// The directory of initdb, pg_ctl, postgres and psql: the highest version
@@ -489,4 +499,186 @@ fn find_postgres_bin() -> Option<PathBuf> {
         let path = std::env::var_os("PATH")?;
         std::env::split_paths(&path).find(|dir| complete(dir))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::{PgCluster, shared};
+
+    async fn connect(url: &str) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+        let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        Ok(client)
+    }
+
+    async fn select_one(url: &str) -> i32 {
+        let client = connect(url)
+            .await
+            .unwrap_or_else(|e| panic!("connect to {}: {e}", redact(url)));
+        client
+            .query_one("SELECT 1", &[])
+            .await
+            .expect("SELECT 1")
+            .get(0)
+    }
+
+    /// `postgres://USER:`, the password and `@HOST…` of a database URL.
+    fn split_password(url: &str) -> (&str, &str, &str) {
+        let user_start = url.find("://").expect("a URL") + 3;
+        let colon = user_start + url[user_start..].find(':').expect("user:password");
+        let at = url.find('@').expect("@host");
+        (&url[..=colon], &url[colon + 1..at], &url[at..])
+    }
+
+    /// The URL without its password, for failure messages.
+    fn redact(url: &str) -> String {
+        let (user, _, host) = split_password(url);
+        format!("{user}***{host}")
+    }
+
+    fn with_password(url: &str, password: &str) -> String {
+        let (user, _, host) = split_password(url);
+        format!("{user}{password}{host}")
+    }
+
+    #[tokio::test]
+    async fn a_cluster_serves_separate_databases_and_survives_a_restart() {
+        let cluster = PgCluster::start();
+        let first = cluster.create_database();
+        let second = cluster.create_database();
+        assert_ne!(first, second);
+        let port = cluster.port();
+        assert!(first.starts_with("postgres://latchkey:"));
+        assert!(
+            first.contains(&format!("@127.0.0.1:{port}/")),
+            "{}",
+            redact(&first)
+        );
+        assert_eq!(select_one(&first).await, 1);
+        assert_eq!(select_one(&second).await, 1);
+
+        // What the tests rely on: loopback only, durable writes, password auth.
+        assert_eq!(
+            cluster.psql("postgres", "SHOW listen_addresses"),
+            "127.0.0.1"
+        );
+        assert_eq!(cluster.psql("postgres", "SHOW fsync"), "on");
+        let stored = cluster.psql(
+            "postgres",
+            "SELECT rolpassword FROM pg_authid WHERE rolname = 'latchkey'",
+        );
+        assert!(
+            stored.starts_with("SCRAM-SHA-256$"),
+            "password stored as SCRAM"
+        );
+        let Err(wrong) = connect(&with_password(&first, "not-the-password")).await else {
+            panic!("a wrong password is accepted");
+        };
+        assert_eq!(
+            wrong.code(),
+            Some(&tokio_postgres::error::SqlState::INVALID_PASSWORD),
+            "{wrong}"
+        );
+
+        // The application role owns its database but is no superuser.
+        let client = connect(&first).await.unwrap();
+        let superuser: bool = client
+            .query_one(
+                "SELECT rolsuper FROM pg_roles WHERE rolname = current_user",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert!(!superuser);
+        client
+            .batch_execute("CREATE TABLE kept (v text); INSERT INTO kept VALUES ('before')")
+            .await
+            .unwrap();
+        let other = connect(&second).await.unwrap();
+        assert!(
+            other.query("SELECT v FROM kept", &[]).await.is_err(),
+            "a table of one database is not in another"
+        );
+        drop((client, other));
+
+        cluster.stop();
+        assert!(
+            connect(&first).await.is_err(),
+            "a stopped cluster refuses connections"
+        );
+        cluster.start_again();
+        assert_eq!(cluster.port(), port);
+        let client = connect(&first).await.unwrap();
+        let kept: String = client
+            .query_one("SELECT v FROM kept", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(kept, "before");
+    }
+
+    #[tokio::test]
+    async fn the_shared_cluster_hands_out_fresh_databases() {
+        let a = shared().create_database();
+        let b = shared().create_database();
+        assert_ne!(a, b);
+        assert_eq!(select_one(&a).await, 1);
+        assert_eq!(select_one(&b).await, 1);
+        let (_, password, _) = split_password(&a);
+        assert_eq!(password.len(), 32, "a random password");
+        assert!(
+            !format!("{:?}", shared()).contains(password),
+            "Debug shows no password"
+        );
+    }
+
+    /// Waits (bounded) until nothing listens on `port` and `dir` is gone.
+    fn wait_gone(port: u16, dir: &std::path::Path) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            let listening = std::net::TcpStream::connect(("127.0.0.1", port)).is_ok();
+            if !listening && !dir.exists() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        false
+    }
+
+    #[test]
+    fn the_watchdog_stops_a_cluster_whose_test_process_is_gone() {
+        let mut stand_in = std::process::Command::new("sleep")
+            .arg("60")
+            .spawn()
+            .expect("start sleep");
+        let cluster = PgCluster::start_watching(stand_in.id(), super::WATCHDOG_POLLS);
+        let port = cluster.port();
+        let dir = cluster.dir.path().to_owned();
+        assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
+        stand_in.kill().unwrap();
+        stand_in.wait().unwrap();
+        assert!(
+            wait_gone(port, &dir),
+            "the cluster outlived its process:\n{}",
+            cluster.log()
+        );
+    }
+
+    #[test]
+    fn the_watchdog_stops_a_cluster_after_its_time_limit() {
+        // Watching this very process, alive throughout: only the cap ends it.
+        let cluster = PgCluster::start_watching(std::process::id(), 20);
+        let port = cluster.port();
+        let dir = cluster.dir.path().to_owned();
+        assert!(
+            wait_gone(port, &dir),
+            "the cluster outlived the watchdog's limit:\n{}",
+            cluster.log()
+        );
+    }
 }

@@ -489,6 +489,7 @@ impl TestApp {
     }
 
     /// The PostgreSQL URL as given (password included), for configuration.
+    #[allow(dead_code)] // only the PostgreSQL suite uses it
     pub fn database_text(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("database-url")).unwrap()
     }

@@ -45,7 +45,7 @@ fn running_as_root() -> bool {
 /// The program `name`, with `files` present; installed with apt-get from
 /// `packages` when missing and running as root, else a failure that says
 /// what to install.
-fn require(name: &str, files: &[&str], packages: &[&str]) -> PathBuf {
+pub fn require(name: &str, files: &[&str], packages: &[&str]) -> PathBuf {
     let _guard = INSTALLING.lock().unwrap_or_else(|p| p.into_inner());
     let present = || find_program(name).filter(|_| files.iter().all(|f| Path::new(f).exists()));
     if let Some(program) = present() {
@@ -220,7 +220,7 @@ http://127.0.0.1:{port} {{
 
 /// Waits (bounded) until `port` accepts connections, failing with `log`
 /// if the process exits or never listens.
-async fn wait_listening(child: &mut Child, port: u16, log: &Path, what: &str) {
+pub async fn wait_listening(child: &mut Child, port: u16, log: &Path, what: &str) {
     let start = Instant::now();
     loop {
         if tokio::net::TcpStream::connect(("127.0.0.1", port))
