@@ -21,6 +21,7 @@ use latchkey_verifier::policy::VerifiedKey;
 use crate::audit::Actor;
 use crate::http::ApiState;
 use crate::http::error::ApiError;
+use crate::issuer::STORE_UNAVAILABLE;
 use crate::issuer::VerifiedTokenCache;
 use crate::keyring::KeySnapshot;
 
@@ -145,6 +146,10 @@ impl FromRequestParts<ApiState> for Principal {
                     method: parts.method.clone(),
                     route,
                 })
+            }
+            // The key may be fine: the registry could not be read.
+            Err(refusal) if refusal.code == STORE_UNAVAILABLE => {
+                Err(ApiError::Unavailable(refusal.message))
             }
             Err(refusal) => {
                 let request = format!("{} {route}", parts.method.as_str());

@@ -30,6 +30,10 @@ pub const MAX_USAGE_JTIS: usize = 1000;
 /// Longest `jti` looked up (latchkey's are 36-character UUIDs).
 const MAX_JTI_LEN: usize = 128;
 
+/// The refusal code of a key that could not be checked because the store
+/// is unreachable: not the key's fault (the HTTP layer answers 503).
+pub const STORE_UNAVAILABLE: &str = "store_unavailable";
+
 /// Why a bearer key was refused: a stable reason code (for metrics and the
 /// audit log) and a message for the client, never containing the token.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -146,6 +150,12 @@ impl Issuer {
         }
         let record = match self.store.key(&claims.sub).await {
             Ok(Some(record)) => record,
+            Err(crate::store::StoreError::Unavailable(_)) => {
+                return Err(Refusal::new(
+                    STORE_UNAVAILABLE,
+                    "the key registry cannot be read now (its database is unavailable); retry in a few seconds",
+                ));
+            }
             _ => {
                 return Err(Refusal::new(
                     "unknown_key",

@@ -41,7 +41,7 @@ use crate::status_board::StatusBoard;
 use crate::store::{Store, StoreError};
 use crate::validation::FieldError;
 
-pub use access::{MAX_USAGE_JTIS, Refusal, VerifiedTokenCache};
+pub use access::{MAX_USAGE_JTIS, Refusal, STORE_UNAVAILABLE, VerifiedTokenCache};
 pub use keys::{KeyFilter, KeyPage, Minted};
 pub use signing_keys::initialise as initialise_signing_keys;
 pub use status_lists::StatusLists;

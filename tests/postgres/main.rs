@@ -17,6 +17,8 @@ mod attacks;
 mod audit_denials;
 #[path = "../integration/auth_matrix.rs"]
 mod auth_matrix;
+#[path = "../integration/balancer.rs"]
+mod balancer;
 #[path = "../integration/introspection.rs"]
 mod introspection;
 #[path = "../integration/keys_api.rs"]
@@ -24,8 +26,11 @@ mod keys_api;
 mod moving;
 #[path = "../integration/pg_cluster.rs"]
 mod pg_cluster;
+mod processes;
 #[path = "../integration/public_docs.rs"]
 mod public_docs;
+#[path = "../integration/replica.rs"]
+mod replica;
 mod replicas;
 #[path = "../integration/status_rotation.rs"]
 mod status_rotation;

@@ -106,7 +106,16 @@ impl Records {
 
 /// A database error: unreachable (retry later) or a fault.
 pub(crate) fn db_error(e: tokio_postgres::Error) -> StoreError {
-    if e.is_closed() || e.code().is_none() {
+    // No SQLSTATE: the connection failed. Classes 08 (connection), 53
+    // (resources), 57 (shutting down, starting up) and 40 (serialization,
+    // deadlock) pass: the change was not made and may be retried.
+    let passing = match e.code() {
+        None => true,
+        Some(code) => ["08", "53", "57", "40"]
+            .iter()
+            .any(|class| code.code().starts_with(class)),
+    };
+    if e.is_closed() || passing {
         StoreError::Unavailable(e.to_string())
     } else {
         StoreError::Internal(format!("database: {e}"))
