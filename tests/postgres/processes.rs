@@ -168,7 +168,7 @@ async fn kill_9_of_one_replica_loses_no_acknowledged_create_and_the_other_keeps_
     for worker in workers {
         worker.await.unwrap();
     }
-    let o = outcomes.lock().unwrap();
+    let o = std::mem::take(&mut *outcomes.lock().unwrap());
     assert!(o.other.is_empty(), "unexpected answers: {:?}", o.other);
     assert!(before_kill > 0, "no create succeeded before the kill");
     assert!(
@@ -253,7 +253,7 @@ async fn the_database_stopped_and_started_under_load_loses_nothing_and_replicas_
     for worker in workers {
         worker.await.unwrap();
     }
-    let o = outcomes.lock().unwrap();
+    let o = std::mem::take(&mut *outcomes.lock().unwrap());
     assert!(o.other.is_empty(), "unexpected answers: {:?}", o.other);
     assert!(
         o.unavailable > 0,

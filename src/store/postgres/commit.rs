@@ -90,6 +90,9 @@ pub async fn run(
     }
 }
 
+/// A signing key's row: kid, record, sealed key, whether it is retired.
+type SigningWrite = (String, Vec<u8>, Option<Vec<u8>>, bool);
+
 /// The writes a batch works out, applied after its reads.
 #[derive(Default)]
 struct Writes {
@@ -99,7 +102,7 @@ struct Writes {
     statuses: HashMap<u64, TokenStatus>,
     events: Vec<(u64, u64, TokenStatus)>,
     audit: Vec<(u64, Vec<u8>)>,
-    signing: Vec<(String, Vec<u8>, Option<Vec<u8>>, bool)>,
+    signing: Vec<SigningWrite>,
     meta: Vec<(&'static str, Option<String>)>,
 }
 
