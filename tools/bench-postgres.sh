@@ -2,7 +2,8 @@
 # latchkey on PostgreSQL beside sled, in one run (docs/benchmarks.md,
 # "PostgreSQL replicas"): durable creates at 64 connections on sled, on one
 # PostgreSQL replica and on two, then revoke on one replica -> event on the
-# other's status stream.
+# other's status stream, on an idle cluster and under creates on $CONNS
+# connections.
 #
 # Builds nothing: it runs $LK and $LG (default: the release binaries under
 # $CARGO_TARGET_DIR or ./target), so build first:
@@ -18,8 +19,11 @@
 #
 # Knobs: CONNS=64 DUR=10s WARMUP=1s REVOCATIONS=200 PG_BIN=/usr/lib/postgresql/15/bin
 #        PG_USER=nobody RESULTS=FILE (default: a new file in $TMPDIR, kept)
+#        REPLICA_ORDER="1 2" (the PostgreSQL runs, in order: "2 1" checks order bias)
 #        PROFILE=1: load pg_stat_statements and print, after each PostgreSQL
-#        run, the statements that took the most time.
+#        run, the statements that took the most time, the WAL flushes, and
+#        what latchkey's database sessions were waiting on (pg_stat_activity
+#        sampled every 10 ms during the measured time).
 set -euo pipefail
 
 PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
@@ -99,9 +103,10 @@ CREATE ROLE latchkey LOGIN PASSWORD '$password';
 CREATE DATABASE lk_pg1 OWNER latchkey;
 CREATE DATABASE lk_pg2 OWNER latchkey;
 CREATE DATABASE lk_latency OWNER latchkey;
+CREATE DATABASE lk_latency_load OWNER latchkey;
 SQL
 if [[ $PROFILE == 1 ]]; then
-    for db in lk_pg1 lk_pg2 lk_latency; do
+    for db in lk_pg1 lk_pg2 lk_latency lk_latency_load; do
         psql_admin -d "$db" -c 'CREATE EXTENSION pg_stat_statements'
     done
 fi
@@ -116,6 +121,39 @@ top_statements() {
     psql_admin -d "$1" -c 'SELECT pg_stat_statements_reset()' >/dev/null
     psql_admin -d "$1" -c "SELECT pg_stat_reset_shared('wal')" >/dev/null
 }
+
+# Samples, every 10 ms for $2 seconds after a $3 s delay (the replicas'
+# start and the warm-up), what the sessions on database $1 are doing while
+# not idle: the mean number of sessions in each state / wait event. Runs
+# from database postgres, so its own statements stay out of $1's figures.
+sample_waits() {
+    local samples
+    samples=$(python3 -c "print(int(float('$2') * 100))")
+    psql_admin -d postgres -P pager=off <<SQL
+SELECT pg_sleep($3) \\g /dev/null
+CREATE TEMP TABLE waits (event text);
+DO \$\$
+BEGIN
+    FOR i IN 1..$samples LOOP
+        PERFORM pg_stat_clear_snapshot();
+        INSERT INTO waits
+            SELECT CASE WHEN state = 'active' THEN 'active: ' || coalesce(wait_event_type || ':' || wait_event, 'running (no wait event)')
+                        ELSE state || coalesce(': ' || wait_event_type || ':' || wait_event, '') END
+            FROM pg_stat_activity
+            WHERE datname = '$1' AND backend_type = 'client backend' AND state <> 'idle';
+        PERFORM pg_sleep(0.01);
+    END LOOP;
+END
+\$\$;
+SELECT event AS "$1: sessions not idle, by state / wait event",
+       round(count(*)::numeric / $samples, 3) AS "mean sessions"
+FROM waits GROUP BY event ORDER BY count(*) DESC LIMIT 12;
+SQL
+}
+
+seconds() { python3 -c "
+import sys; t = sys.argv[1]
+print(float(t[:-2]) / 1000 if t.endswith('ms') else float(t[:-1]) * 60 if t.endswith('m') else float(t.rstrip('s')))" "$1"; }
 
 echo "bench-postgres: $(date -u +%FT%TZ), commit $(git -C "$(dirname "$0")" rev-parse --short HEAD 2>/dev/null || echo '?'), $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "PostgreSQL $("$PG_BIN/postgres" --version | awk '{print $3}') on 127.0.0.1:$port, fsync=on, synchronous_commit=on; results in $RESULTS"
@@ -132,13 +170,22 @@ run loadgen fsync-probe --dir "$scratch"
 run loadgen create-keys --spawn latchkey --connections "$CONNS" --duration "$DUR" --warmup "$WARMUP"
 "$LG" --results "$RESULTS" create-keys --spawn "$LK" --connections "$CONNS" --duration "$DUR" --warmup "$WARMUP"
 
-for replicas in 1 2; do
+for replicas in ${REPLICA_ORDER:-1 2}; do
     db=lk_pg$replicas
     psql_admin -d postgres -c CHECKPOINT >/dev/null
     run LOADGEN_DATABASE_URL=\$URL/$db loadgen create-keys --spawn latchkey --replicas "$replicas" --connections "$CONNS" --duration "$DUR" --warmup "$WARMUP"
+    sampler=
+    if [[ $PROFILE == 1 ]]; then
+        sample_waits "$db" "$(seconds "$DUR")" "$(python3 -c "print($(seconds "$WARMUP") + 0.5)")" >"$scratch/waits-$db.txt" 2>&1 &
+        sampler=$!
+    fi
     LOADGEN_DATABASE_URL=$(url "$db") "$LG" --results "$RESULTS" create-keys --spawn "$LK" \
         --replicas "$replicas" --postgres-pid "$postmaster" \
         --connections "$CONNS" --duration "$DUR" --warmup "$WARMUP"
+    if [[ -n $sampler ]]; then
+        wait "$sampler" || true
+        cat "$scratch/waits-$db.txt"
+    fi
     top_statements "$db"
 done
 
@@ -146,6 +193,11 @@ psql_admin -d postgres -c CHECKPOINT >/dev/null
 run LOADGEN_DATABASE_URL=\$URL/lk_latency loadgen replica-latency --spawn latchkey --revocations "$REVOCATIONS"
 LOADGEN_DATABASE_URL=$(url lk_latency) "$LG" --results "$RESULTS" replica-latency --spawn "$LK" --revocations "$REVOCATIONS"
 top_statements lk_latency
+
+psql_admin -d postgres -c CHECKPOINT >/dev/null
+run LOADGEN_DATABASE_URL=\$URL/lk_latency_load loadgen replica-latency --spawn latchkey --revocations "$REVOCATIONS" --load-connections "$CONNS"
+LOADGEN_DATABASE_URL=$(url lk_latency_load) "$LG" --results "$RESULTS" replica-latency --spawn "$LK" --revocations "$REVOCATIONS" --load-connections "$CONNS"
+top_statements lk_latency_load
 
 echo
 "$LG" summary "$RESULTS"

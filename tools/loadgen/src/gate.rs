@@ -247,6 +247,7 @@ async fn measure(
         max_requests: load.requests,
         expect: StatusCode::OK,
         make: servers::get_maker(addr, path, headers)?,
+        stop: None,
     };
     let before: Vec<Option<f64>> = meters.iter().map(|m| m.seconds()).collect();
     let mut result = load::run(&spec).await?;

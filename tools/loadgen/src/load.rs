@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -32,6 +32,8 @@ pub struct LoadSpec {
     pub max_requests: Option<u64>,
     pub expect: StatusCode,
     pub make: MakeRequest,
+    /// Ends the load early when set (a background load beside a measurement).
+    pub stop: Option<Arc<AtomicBool>>,
 }
 
 /// What a run measured.
@@ -220,7 +222,12 @@ async fn worker(
     let mut reconnects = 0u32;
     loop {
         let started = Instant::now();
-        if started >= end {
+        if started >= end
+            || spec
+                .stop
+                .as_ref()
+                .is_some_and(|s| s.load(Ordering::Relaxed))
+        {
             break;
         }
         let n = seq.fetch_add(1, Ordering::Relaxed);

@@ -121,6 +121,10 @@ enum Command {
         /// Keys created on A, then revoked one at a time.
         #[arg(long, default_value_t = 200)]
         revocations: usize,
+        /// Meanwhile, create keys on this many connections spread over A and
+        /// B (0: measure on an otherwise idle cluster).
+        #[arg(long, default_value_t = 0)]
+        load_connections: usize,
     },
     /// Repeated GETs of one URL: requests/s and latency.
     Get {

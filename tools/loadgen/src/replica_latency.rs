@@ -53,6 +53,7 @@ pub async fn replica_latency(
     bin: &Path,
     database_url: &str,
     revocations: usize,
+    load_connections: usize,
 ) -> Result<Value, String> {
     if revocations == 0 {
         return Err("--revocations: give at least 1".into());
@@ -83,6 +84,11 @@ pub async fn replica_latency(
         keys.push(create_key(a, &auth, i).await?);
     }
     eprintln!("loadgen: created {revocations} keys on replica A; revoking them one at a time");
+    let background = if load_connections > 0 {
+        Some(Background::start(&replicas, load_connections).await)
+    } else {
+        None
+    };
     let mut sender = load::connect(a).await?;
     let mut to_a = Vec::with_capacity(revocations);
     let mut to_b = Vec::with_capacity(revocations);
@@ -122,6 +128,10 @@ pub async fn replica_latency(
         );
         value
     };
+    let background = match background {
+        Some(b) => Some(b.finish().await?),
+        None => None,
+    };
     let delete = figures("DELETE on A → 204", acked);
     let own = figures("DELETE on A → event on A's stream", to_a);
     let other = figures("DELETE on A → event on B's stream", to_b);
@@ -138,15 +148,64 @@ pub async fn replica_latency(
     // Let the aborted readers' connections close before the replicas stop.
     tokio::task::yield_now().await;
     drop(replicas);
+    let label = if load_connections > 0 {
+        format!(
+            "revoke on replica A, 2 PostgreSQL replicas, under creates on {load_connections} connections"
+        )
+    } else {
+        "revoke on replica A, 2 PostgreSQL replicas".to_owned()
+    };
     Ok(json!({
         "scenario": "replica-latency",
-        "label": "revoke on replica A, 2 PostgreSQL replicas",
+        "label": label,
+        "load_connections": load_connections,
+        "background": background.map(|b| b.json()),
         "revocations": revocations,
         "delete_ms": delete,
         "own_stream_ms": own,
         "other_stream_ms": other,
         "checks": [check("revoke on A → event on B's stream, p99 ms", b_p99, "<=", TARGET_REPLICA_P99_MS)],
     }))
+}
+
+/// Creates on both replicas (round-robin) while the revocations are measured.
+struct Background {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<Result<load::LoadResult, String>>,
+}
+
+impl Background {
+    async fn start(replicas: &Replicas, connections: usize) -> Background {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let addrs = replicas.addrs();
+        let spec = load::LoadSpec {
+            addrs: addrs.clone(),
+            connections,
+            warmup: Duration::ZERO,
+            // Ended by `stop`; this only bounds a run that is never stopped.
+            duration: Duration::from_secs(600),
+            max_requests: None,
+            expect: StatusCode::CREATED,
+            make: crate::scenarios::create_maker(addrs[0], &replicas.token),
+            stop: Some(std::sync::Arc::clone(&stop)),
+        };
+        let task = tokio::spawn(async move { load::run(&spec).await });
+        // Let the load reach its steady state before the first revocation.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        eprintln!("loadgen: creating keys on {connections} connections meanwhile");
+        Background { stop, task }
+    }
+
+    async fn finish(self) -> Result<load::LoadResult, String> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let result = self.task.await.map_err(|e| e.to_string())??;
+        println!(
+            "{}",
+            result.line("background POST /v1/keys on both replicas")
+        );
+        crate::scenarios::report_errors(&result);
+        Ok(result)
+    }
 }
 
 fn round3(x: f64) -> f64 {

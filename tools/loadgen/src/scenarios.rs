@@ -37,7 +37,16 @@ pub async fn dispatch(command: Command, results: Option<PathBuf>) -> Result<(), 
             spawn,
             database_url,
             revocations,
-        } => crate::replica_latency::replica_latency(&spawn, &database_url, revocations).await?,
+            load_connections,
+        } => {
+            crate::replica_latency::replica_latency(
+                &spawn,
+                &database_url,
+                revocations,
+                load_connections,
+            )
+            .await?
+        }
         Command::Get {
             target,
             url,
@@ -210,6 +219,7 @@ pub fn spec(
         max_requests: load.requests,
         expect,
         make,
+        stop: None,
     }
 }
 
@@ -702,6 +712,15 @@ pub fn summary(file: &Path) -> Result<String, String> {
                 ));
             }
             "replica-latency" => {
+                if let Some(background) = r.get("background").filter(|b| b.is_object()) {
+                    out.push_str(&row(
+                        &format!("{label}: the creates meanwhile"),
+                        &r["load_connections"],
+                        background,
+                        "",
+                        "",
+                    ));
+                }
                 for (what, key) in [
                     ("DELETE on A → 204", "delete_ms"),
                     ("DELETE on A → event on A's stream", "own_stream_ms"),
