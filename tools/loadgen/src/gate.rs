@@ -25,8 +25,9 @@ use hyper::StatusCode;
 use serde_json::{Value, json};
 
 use crate::LoadOpts;
+use crate::cpu::CpuMeter;
 use crate::load::{self, LoadResult, LoadSpec, round};
-use crate::servers::{self, CpuMeter, StaticServer};
+use crate::servers::{self, StaticServer};
 
 const TARGET_PROXY_RATIO: f64 = 0.6;
 const TARGET_CHECKS_PER_S: f64 = 40_000.0;
@@ -239,13 +240,14 @@ async fn measure(
     meters: &[&CpuMeter],
 ) -> Result<LoadResult, String> {
     let spec = LoadSpec {
-        addr,
+        addrs: vec![addr],
         connections: load.connections.max(1),
         warmup: load.warmup,
         duration: load.duration,
         max_requests: load.requests,
         expect: StatusCode::OK,
         make: servers::get_maker(addr, path, headers)?,
+        stop: None,
     };
     let before: Vec<Option<f64>> = meters.iter().map(|m| m.seconds()).collect();
     let mut result = load::run(&spec).await?;
@@ -564,7 +566,7 @@ async fn revocation_latency(
     Ok(samples)
 }
 
-fn percentile_ms(sorted: &[Duration], p: f64) -> f64 {
+pub fn percentile_ms(sorted: &[Duration], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
     }

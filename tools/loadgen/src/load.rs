@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -22,7 +22,9 @@ pub type MakeRequest = Arc<dyn Fn(u64) -> Request<Full<Bytes>> + Send + Sync>;
 /// One load run's settings.
 #[derive(Clone)]
 pub struct LoadSpec {
-    pub addr: SocketAddr,
+    /// Connection `i` goes to `addrs[i % addrs.len()]`: round-robin over
+    /// replicas, as a balancer would spread them.
+    pub addrs: Vec<SocketAddr>,
     pub connections: usize,
     pub warmup: Duration,
     pub duration: Duration,
@@ -30,6 +32,8 @@ pub struct LoadSpec {
     pub max_requests: Option<u64>,
     pub expect: StatusCode,
     pub make: MakeRequest,
+    /// Ends the load early when set (a background load beside a measurement).
+    pub stop: Option<Arc<AtomicBool>>,
 }
 
 /// What a run measured.
@@ -158,9 +162,9 @@ struct WorkerResult {
     first_error: Option<String>,
 }
 
-type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
+pub type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
 
-async fn connect(addr: SocketAddr) -> Result<Sender, String> {
+pub async fn connect(addr: SocketAddr) -> Result<Sender, String> {
     let stream = TcpStream::connect(addr)
         .await
         .map_err(|e| format!("connect {addr}: {e}"))?;
@@ -199,6 +203,7 @@ pub async fn send(
 
 async fn worker(
     spec: LoadSpec,
+    addr: SocketAddr,
     seq: Arc<AtomicU64>,
     measure_from: Instant,
     end: Instant,
@@ -213,11 +218,16 @@ async fn worker(
         body_bytes: 0,
         first_error: None,
     };
-    let mut sender = connect(spec.addr).await?;
+    let mut sender = connect(addr).await?;
     let mut reconnects = 0u32;
     loop {
         let started = Instant::now();
-        if started >= end {
+        if started >= end
+            || spec
+                .stop
+                .as_ref()
+                .is_some_and(|s| s.load(Ordering::Relaxed))
+        {
             break;
         }
         let n = seq.fetch_add(1, Ordering::Relaxed);
@@ -265,7 +275,7 @@ async fn worker(
                     return Err(format!("giving up after 100 reconnects: {e}"));
                 }
                 tokio::time::sleep(Duration::from_millis(10)).await;
-                sender = connect(spec.addr).await?;
+                sender = connect(addr).await?;
             }
         }
     }
@@ -276,7 +286,7 @@ async fn worker(
 /// server's CPU time over the run.
 pub async fn run_metered(
     spec: &LoadSpec,
-    meter: Option<&crate::servers::CpuMeter>,
+    meter: Option<&crate::cpu::CpuMeter>,
 ) -> Result<LoadResult, String> {
     let before = meter.and_then(|m| m.seconds());
     let mut result = run(spec).await?;
@@ -293,10 +303,14 @@ pub async fn run(spec: &LoadSpec) -> Result<LoadResult, String> {
     let start = Instant::now();
     let measure_from = start + spec.warmup;
     let end = measure_from + spec.duration;
+    if spec.addrs.is_empty() {
+        return Err("no server address to load".into());
+    }
     let mut tasks = Vec::with_capacity(spec.connections);
-    for _ in 0..spec.connections {
+    for i in 0..spec.connections {
         tasks.push(tokio::spawn(worker(
             spec.clone(),
+            spec.addrs[i % spec.addrs.len()],
             Arc::clone(&seq),
             measure_from,
             end,

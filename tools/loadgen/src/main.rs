@@ -1,6 +1,8 @@
 //! `loadgen`: HTTP load tool for latchkey, on loopback only.
 //!
-//! Scenarios (subcommands): `create-keys`, `get`, `compare` (a target
+//! Scenarios (subcommands): `create-keys` (sled, or PostgreSQL replicas),
+//! `replica-latency` (a revocation on one PostgreSQL replica → another's
+//! status stream), `get`, `compare` (a target
 //! document against a static-bytes axum handler serving the same bytes, in
 //! one run), `seed` (a registry of N keys, in-process through the library),
 //! `startup` (start-up time, resident memory and list latency of a seeded
@@ -10,8 +12,12 @@
 //! Markdown table).
 //! See `tools/loadgen/README.md` and `docs/benchmarks.md`.
 
+mod cpu;
+mod create_pg;
 mod gate;
 mod load;
+mod replica_latency;
+mod replicas;
 mod scenarios;
 mod seed;
 mod servers;
@@ -48,6 +54,29 @@ struct Target {
     token_file: Option<PathBuf>,
 }
 
+/// The PostgreSQL engine instead of sled, for `--spawn`.
+#[derive(Args, Clone)]
+struct PgOpts {
+    /// An empty PostgreSQL database, postgres://USER:PASSWORD@HOST:PORT/DB:
+    /// `--spawn` starts `--replicas` servers sharing it. Prefer the
+    /// environment variable: a command line is visible to every local user.
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "LOADGEN_DATABASE_URL",
+        hide_env_values = true,
+        requires = "spawn"
+    )]
+    database_url: Option<String>,
+    /// Replicas on the database; the connections go round-robin over them,
+    /// as a balancer would spread them.
+    #[arg(long, default_value_t = 1, requires = "database_url")]
+    replicas: usize,
+    /// PID of the PostgreSQL postmaster: reports its CPU (backends included) per request.
+    #[arg(long, value_name = "PID", requires = "database_url")]
+    postgres_pid: Option<u32>,
+}
+
 #[derive(Args, Clone)]
 struct LoadOpts {
     /// Concurrent keep-alive connections.
@@ -71,7 +100,31 @@ enum Command {
         #[command(flatten)]
         target: Target,
         #[command(flatten)]
+        postgres: PgOpts,
+        #[command(flatten)]
         load: LoadOpts,
+    },
+    /// Two PostgreSQL replicas A and B: revoke keys on A one at a time and
+    /// time each until B's /v1/status/stream (and A's own) delivers its event.
+    ReplicaLatency {
+        /// The latchkey binary (runs `serve` twice and `kek generate`).
+        #[arg(long, value_name = "BIN")]
+        spawn: PathBuf,
+        /// An empty PostgreSQL database, postgres://USER:PASSWORD@HOST:PORT/DB.
+        #[arg(
+            long,
+            value_name = "URL",
+            env = "LOADGEN_DATABASE_URL",
+            hide_env_values = true
+        )]
+        database_url: String,
+        /// Keys created on A, then revoked one at a time.
+        #[arg(long, default_value_t = 200)]
+        revocations: usize,
+        /// Meanwhile, create keys on this many connections spread over A and
+        /// B (0: measure on an otherwise idle cluster).
+        #[arg(long, default_value_t = 0)]
+        load_connections: usize,
     },
     /// Repeated GETs of one URL: requests/s and latency.
     Get {

@@ -12,6 +12,7 @@ use http_body_util::Full;
 use hyper::{Request, StatusCode};
 use serde_json::{Value, json};
 
+use crate::cpu::CpuMeter;
 use crate::load::{self, LoadResult, LoadSpec, round};
 use crate::servers::{self, LatchkeyChild, ServerDirs, StaticServer};
 use crate::{Command, LoadOpts, Target};
@@ -24,7 +25,28 @@ const TARGET_LIST_P99_MS: f64 = 10.0;
 
 pub async fn dispatch(command: Command, results: Option<PathBuf>) -> Result<(), String> {
     let record = match command {
-        Command::CreateKeys { target, load } => create_keys(&target, &load).await?,
+        Command::CreateKeys {
+            target,
+            postgres,
+            load,
+        } => match &postgres.database_url {
+            Some(url) => crate::create_pg::create_keys(&target, url, &postgres, &load).await?,
+            None => create_keys(&target, &load).await?,
+        },
+        Command::ReplicaLatency {
+            spawn,
+            database_url,
+            revocations,
+            load_connections,
+        } => {
+            crate::replica_latency::replica_latency(
+                &spawn,
+                &database_url,
+                revocations,
+                load_connections,
+            )
+            .await?
+        }
         Command::Get {
             target,
             url,
@@ -142,7 +164,7 @@ struct Resolved {
     addr: SocketAddr,
     token: Option<String>,
     /// CPU of the spawned server (none for --server).
-    meter: Option<servers::CpuMeter>,
+    meter: Option<CpuMeter>,
     /// Kept alive for the scenario; stopped when dropped.
     _child: Option<LatchkeyChild>,
 }
@@ -175,7 +197,7 @@ async fn resolve(target: &Target) -> Result<Resolved, String> {
             Ok(Resolved {
                 addr: child.addr,
                 token: file_token.or_else(|| child.token.clone()),
-                meter: Some(servers::CpuMeter::Process(child.pid())),
+                meter: Some(CpuMeter::Process(child.pid())),
                 _child: Some(child),
             })
         }
@@ -183,24 +205,25 @@ async fn resolve(target: &Target) -> Result<Resolved, String> {
     }
 }
 
-fn spec(
+pub fn spec(
     addr: SocketAddr,
     load: &LoadOpts,
     expect: StatusCode,
     make: load::MakeRequest,
 ) -> LoadSpec {
     LoadSpec {
-        addr,
+        addrs: vec![addr],
         connections: load.connections.max(1),
         warmup: load.warmup,
         duration: load.duration,
         max_requests: load.requests,
         expect,
         make,
+        stop: None,
     }
 }
 
-fn report_errors(result: &LoadResult) {
+pub fn report_errors(result: &LoadResult) {
     if let Some(e) = &result.first_error {
         eprintln!("loadgen: first unexpected response: {e}");
     }
@@ -208,6 +231,11 @@ fn report_errors(result: &LoadResult) {
 
 /// Scrapes `latchkey_flush_batch_size` (sum, count) from /metrics.
 async fn flush_batches(addr: SocketAddr) -> Option<(f64, f64)> {
+    batch_metric(addr, "latchkey_flush_batch_size").await
+}
+
+/// Scrapes a summary's (sum, count) from /metrics.
+pub async fn batch_metric(addr: SocketAddr, metric: &str) -> Option<(f64, f64)> {
     let (status, body, _) = servers::get_once(addr, "/metrics", &[], Duration::from_secs(10))
         .await
         .ok()?;
@@ -221,24 +249,20 @@ async fn flush_batches(addr: SocketAddr) -> Option<(f64, f64)> {
             .and_then(|v| v.trim().parse::<f64>().ok())
     };
     Some((
-        value("latchkey_flush_batch_size_sum ")?,
-        value("latchkey_flush_batch_size_count ")?,
+        value(&format!("{metric}_sum "))?,
+        value(&format!("{metric}_count "))?,
     ))
 }
 
-async fn create_keys(target: &Target, opts: &LoadOpts) -> Result<Value, String> {
-    let resolved = resolve(target).await?;
-    let token = resolved
-        .token
-        .clone()
-        .ok_or("create-keys needs --token-file (or --spawn)")?;
-    let addr = resolved.addr;
+/// Request `n` of a create load: `POST /v1/keys` with a name unique to the
+/// run (`load-<run>-<n>`).
+pub fn create_maker(addr: SocketAddr, token: &str) -> load::MakeRequest {
     let run = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis())
         .unwrap_or_default();
     let authorization = format!("Bearer {token}");
-    let make: load::MakeRequest = Arc::new(move |n| {
+    Arc::new(move |n| {
         let body = format!(
             r#"{{"name":"load-{run}-{n}","description":"loadgen","roles":["cloud_account_viewer"],"accounts":["acct-1001","acct-1002"]}}"#
         );
@@ -248,7 +272,17 @@ async fn create_keys(target: &Target, opts: &LoadOpts) -> Result<Value, String> 
             .header(header::CONTENT_TYPE, "application/json")
             .body(Full::new(Bytes::from(body)))
             .unwrap_or_else(|_| Request::new(Full::new(Bytes::new())))
-    });
+    })
+}
+
+async fn create_keys(target: &Target, opts: &LoadOpts) -> Result<Value, String> {
+    let resolved = resolve(target).await?;
+    let token = resolved
+        .token
+        .clone()
+        .ok_or("create-keys needs --token-file (or --spawn)")?;
+    let addr = resolved.addr;
+    let make = create_maker(addr, &token);
     let before = flush_batches(addr).await;
     let result = load::run_metered(
         &spec(addr, opts, StatusCode::CREATED, make),
@@ -287,7 +321,7 @@ async fn create_keys(target: &Target, opts: &LoadOpts) -> Result<Value, String> 
     Ok(record)
 }
 
-fn check(what: &str, value: f64, op: &str, target: f64) -> Value {
+pub fn check(what: &str, value: f64, op: &str, target: f64) -> Value {
     let pass = match op {
         ">=" => value >= target,
         _ => value <= target,
@@ -359,7 +393,7 @@ async fn compare(
     let content_type = content_type.unwrap_or_else(|| "application/octet-stream".into());
     let size = body.len();
     let baseline = StaticServer::start(path, body, &content_type)?;
-    let base_meter = servers::CpuMeter::OwnThreads(servers::BASELINE_THREAD);
+    let base_meter = CpuMeter::OwnThreads(servers::BASELINE_THREAD);
     let target_make = servers::get_maker(resolved.addr, path, &headers)?;
     let base_make = servers::get_maker(baseline.addr, path, &headers)?;
     let label = label.unwrap_or_else(|| format!("GET {path}"));
@@ -505,7 +539,7 @@ async fn startup(
                 return Err(format!("GET {path} answered {status}"));
             }
             let make = servers::get_maker(child.addr, path, &headers)?;
-            let meter = servers::CpuMeter::Process(pid);
+            let meter = CpuMeter::Process(pid);
             // Latency of one client alone, then throughput at N connections.
             let single = LoadOpts {
                 connections: 1,
@@ -676,6 +710,32 @@ pub fn summary(file: &Path) -> Result<String, String> {
                     r["count"],
                     f(res, "rate")
                 ));
+            }
+            "replica-latency" => {
+                if let Some(background) = r.get("background").filter(|b| b.is_object()) {
+                    out.push_str(&row(
+                        &format!("{label}: the creates meanwhile"),
+                        &r["load_connections"],
+                        background,
+                        "",
+                        "",
+                    ));
+                }
+                for (what, key) in [
+                    ("DELETE on A → 204", "delete_ms"),
+                    ("DELETE on A → event on A's stream", "own_stream_ms"),
+                    ("DELETE on A → event on B's stream", "other_stream_ms"),
+                ] {
+                    let ms = &r[key];
+                    out.push_str(&format!(
+                        "| {label}: {what} ({} revocations; p95 {:.2} ms) | 1 | | {:.2} | | {:.2} | {:.2} | | | | |\n",
+                        r["revocations"],
+                        f(ms, "p95"),
+                        f(ms, "p50"),
+                        f(ms, "p99"),
+                        f(ms, "max")
+                    ));
+                }
             }
             "fsync-probe" => {
                 out.push_str(&format!(

@@ -142,16 +142,16 @@ async fn request_once(
     .map_err(|_| format!("{path} timed out"))?
 }
 
-/// Waits until `GET /healthz` answers 200; returns when it did.
-pub async fn wait_healthy(
+/// Waits until `GET path` answers 200 (bounded by `limit`); returns when it did.
+pub async fn wait_ok(
     addr: SocketAddr,
+    path: &str,
     child: &mut Child,
     limit: Duration,
 ) -> Result<Instant, String> {
     let deadline = Instant::now() + limit;
     loop {
-        if let Ok((status, _, _)) =
-            get_once(addr, "/healthz", &[], Duration::from_millis(500)).await
+        if let Ok((status, _, _)) = get_once(addr, path, &[], Duration::from_millis(500)).await
             && status == StatusCode::OK
         {
             return Ok(Instant::now());
@@ -160,7 +160,7 @@ pub async fn wait_healthy(
             return Err(format!("latchkey exited before answering: {exit}"));
         }
         if Instant::now() > deadline {
-            return Err(format!("latchkey did not answer /healthz within {limit:?}"));
+            return Err(format!("latchkey did not answer {path} within {limit:?}"));
         }
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
@@ -200,6 +200,22 @@ impl ServerDirs {
     }
 }
 
+/// How to start one `latchkey serve` child.
+pub struct Launch {
+    pub bin: PathBuf,
+    /// Arguments after `serve --listen ADDR --issuer ISSUER`.
+    pub args: Vec<std::ffi::OsString>,
+    /// Environment for the child (secrets go here, not into its command line).
+    pub envs: Vec<(String, String)>,
+    /// Working directory, if not this process's.
+    pub cwd: Option<PathBuf>,
+    pub log_file: PathBuf,
+    /// Polled until it answers 200.
+    pub ready_path: &'static str,
+    /// Where the server writes the bootstrap token, if it is given one.
+    pub token_file: Option<PathBuf>,
+}
+
 /// A `latchkey serve` child process; SIGTERM (then SIGKILL) on drop.
 pub struct LatchkeyChild {
     child: Child,
@@ -225,46 +241,80 @@ impl LatchkeyChild {
                 (Some(temp), dirs)
             }
         };
+        let launch = Launch {
+            bin: bin.to_owned(),
+            args: vec![
+                "--data-dir".into(),
+                dirs.data_dir.clone().into(),
+                "--keys-dir".into(),
+                dirs.keys_dir.clone().into(),
+                "--bootstrap-token-file".into(),
+                dirs.token_file.clone().into(),
+            ],
+            envs: Vec::new(),
+            cwd: None,
+            log_file: dirs.log_file.clone(),
+            ready_path: "/healthz",
+            token_file: Some(dirs.token_file.clone()),
+        };
+        let mut child = LatchkeyChild::launch(&launch).await?;
+        child._temp = temp;
+        Ok(child)
+    }
+
+    /// Runs `bin serve --listen <free port> --issuer ISSUER <args>`, output
+    /// to the log file, until `ready_path` answers 200 (bounded); then reads
+    /// the bootstrap token if the server wrote one.
+    pub async fn launch(launch: &Launch) -> Result<LatchkeyChild, String> {
         let addr = free_addr()?;
-        let log = std::fs::File::create(&dirs.log_file)
-            .map_err(|e| format!("{}: {e}", dirs.log_file.display()))?;
+        let log = std::fs::File::create(&launch.log_file)
+            .map_err(|e| format!("{}: {e}", launch.log_file.display()))?;
         let log2 = log.try_clone().map_err(|e| e.to_string())?;
         let spawned_at = Instant::now();
-        let mut child = Command::new(bin)
+        let mut command = Command::new(&launch.bin);
+        command
             .arg("serve")
             .arg("--listen")
             .arg(addr.to_string())
             .arg("--issuer")
             .arg(ISSUER)
-            .arg("--data-dir")
-            .arg(&dirs.data_dir)
-            .arg("--keys-dir")
-            .arg(&dirs.keys_dir)
-            .arg("--bootstrap-token-file")
-            .arg(&dirs.token_file)
+            .args(&launch.args)
+            // The store is what the scenario says, whatever this shell exports.
+            .env_remove("LATCHKEY_DATABASE_URL")
+            .env_remove("LATCHKEY_KEY_ENCRYPTION_KEY_FILE")
+            .env_remove("LATCHKEY_CONFIG")
+            .envs(launch.envs.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log)
-            .stderr(log2)
+            .stderr(log2);
+        if let Some(dir) = &launch.cwd {
+            command.current_dir(dir);
+        }
+        let mut child = command
             .spawn()
-            .map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
-        let healthy = match wait_healthy(addr, &mut child, Duration::from_secs(300)).await {
+            .map_err(|e| format!("cannot start {}: {e}", launch.bin.display()))?;
+        let limit = Duration::from_secs(300);
+        let ready = match wait_ok(addr, launch.ready_path, &mut child, limit).await {
             Ok(t) => t,
             Err(e) => {
                 let _ = child.kill();
                 let _ = child.wait();
-                let log = std::fs::read_to_string(&dirs.log_file).unwrap_or_default();
+                let log = std::fs::read_to_string(&launch.log_file).unwrap_or_default();
                 return Err(format!("{e}\n--- latchkey log ---\n{log}"));
             }
         };
-        let token = std::fs::read_to_string(&dirs.token_file)
-            .ok()
-            .map(|t| t.trim().to_owned());
+        let token = launch
+            .token_file
+            .as_ref()
+            .and_then(|f| std::fs::read_to_string(f).ok())
+            .map(|t| t.trim().to_owned())
+            .filter(|t| !t.is_empty());
         Ok(LatchkeyChild {
             child,
             addr,
-            startup: healthy.duration_since(spawned_at),
+            startup: ready.duration_since(spawned_at),
             token,
-            _temp: temp,
+            _temp: None,
         })
     }
 
@@ -395,45 +445,4 @@ pub fn get_maker(
     Ok(std::sync::Arc::new(move |_| {
         get_request(addr, &path, &headers).unwrap_or_else(|_| Request::new(Full::new(Bytes::new())))
     }))
-}
-
-/// CPU time (user + system) of a server, from /proc, in seconds; ticks are
-/// taken as 1/100 s (CLK_TCK on Linux).
-#[derive(Clone, Debug)]
-pub enum CpuMeter {
-    /// A whole process (threads that exited included).
-    Process(u32),
-    /// The threads of this process whose name starts with the prefix.
-    OwnThreads(&'static str),
-}
-
-impl CpuMeter {
-    pub fn seconds(&self) -> Option<f64> {
-        let ticks = match self {
-            CpuMeter::Process(pid) => stat_ticks(&format!("/proc/{pid}/stat"))?,
-            CpuMeter::OwnThreads(prefix) => {
-                let mut total = 0;
-                for entry in std::fs::read_dir("/proc/self/task").ok()?.flatten() {
-                    let dir = entry.path();
-                    let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
-                    if comm.starts_with(prefix) {
-                        total += stat_ticks(&dir.join("stat").to_string_lossy()).unwrap_or(0);
-                    }
-                }
-                total
-            }
-        };
-        Some(ticks as f64 / 100.0)
-    }
-}
-
-fn stat_ticks(path: &str) -> Option<u64> {
-    let text = std::fs::read_to_string(path).ok()?;
-    // Fields after the command name (which may contain spaces): state is
-    // field 3, utime 14, stime 15.
-    let rest = &text[text.rfind(')')? + 1..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let utime: u64 = fields.get(11)?.parse().ok()?;
-    let stime: u64 = fields.get(12)?.parse().ok()?;
-    Some(utime + stime)
 }
